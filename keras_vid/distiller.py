@@ -1,0 +1,365 @@
+"""`VIDDistiller`: a `keras.Model` that trains a student with VID heads."""
+
+import numbers
+import warnings
+
+import keras
+from keras import ops
+from keras.saving import deserialize_keras_object, serialize_keras_object
+
+from keras_vid import backend as vid_backend
+from keras_vid.features import (
+    LOGITS,
+    check_same_inputs,
+    check_symbolic_model,
+    feature_extractor,
+    find_layer,
+    layer_output,
+    pair_key,
+)
+from keras_vid.losses import softened_kl, weighted_batch_mean
+from keras_vid.vid_head import VIDHead
+
+HEAD_OPTIONS = (
+    "depth",
+    "hidden_width",
+    "use_batch_norm",
+    "init_variance",
+    "epsilon",
+    "reduction",
+)
+
+
+def _check_weight(value, argument):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not value >= 0
+        or value == float("inf")
+    ):
+        raise ValueError(f"`{argument}` must be a finite number ≥ 0. Received: {value!r}")
+    return float(value)
+
+
+def _normalize_pairs(pairs):
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, (list, tuple)):
+        raise ValueError(
+            "`pairs` must be a list of (student_layer_name, teacher_layer_name) tuples. "
+            f"Received: pairs={pairs!r}"
+        )
+    if not pairs:
+        raise ValueError(
+            "`pairs` is empty: name at least one (student_layer_name, "
+            "teacher_layer_name) pair to distil."
+        )
+    normalized = []
+    for pair in pairs:
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(
+                "Each entry of `pairs` must be a (student_layer_name, teacher_layer_name) "
+                f"tuple. Received: {pair!r}"
+            )
+        pair = (pair[0], pair[1])
+        if pair in normalized:
+            raise ValueError(f"The pair {pair} appears twice in `pairs`.")
+        normalized.append(pair)
+    return normalized
+
+
+def _normalize_head_options(head_options, num_pairs):
+    if head_options is None:
+        return [{} for _ in range(num_pairs)]
+    if isinstance(head_options, dict):
+        options = [dict(head_options) for _ in range(num_pairs)]
+    elif isinstance(head_options, (list, tuple)):
+        if len(head_options) != num_pairs:
+            raise ValueError(
+                f"`head_options` has {len(head_options)} entries but there are "
+                f"{num_pairs} pairs: pass one dict for all pairs or one per pair."
+            )
+        options = [dict(o or {}) for o in head_options]
+    else:
+        raise ValueError(
+            f"`head_options` must be a dict or a list of dicts. Received: {head_options!r}"
+        )
+    for index, option in enumerate(options):
+        unknown = sorted(set(option) - set(HEAD_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"Unknown head option(s) {unknown} for pair {index}; "
+                f"valid options are {list(HEAD_OPTIONS)}."
+            )
+    return options
+
+
+@keras.saving.register_keras_serializable(package="keras_vid")
+class VIDDistiller(keras.Model):
+    """Distils a frozen teacher into a student with VID heads on layer pairs.
+
+    For each pair `(student_layer, teacher_layer)` a `VIDHead` learns a
+    Gaussian q(t | s) of the teacher feature given the student feature; the
+    student is trained on
+
+        task_loss + Σ_k λ_k · mean_batch(NLL_k) + kd_weight · KD
+
+    The teacher is frozen (`trainable = False`) and runs once per step in
+    inference mode, outside the differentiated computation. The student runs
+    once per step: a single forward pass yields its logits and every paired
+    feature. Gradients reach the student and the heads only.
+
+    `call(x)` returns `student(x)`, so `predict()` gives the student's
+    outputs; after training, `distiller.student` is the plain student model.
+
+    Args:
+        teacher: a trained functional or Sequential `keras.Model` whose single
+            output is the logits.
+        student: a functional or Sequential `keras.Model` with the same input
+            shape and a single (logits) output.
+        pairs: list of `(student_layer_name, teacher_layer_name)`. A student
+            penultimate (vector) layer paired with the teacher's logits layer
+            is VID-LP.
+        head_options: options for every `VIDHead` (`depth`, `hidden_width`,
+            `use_batch_norm`, `init_variance`, `epsilon`, `reduction`): one
+            dict for all pairs or a list with one dict per pair.
+        name: model name.
+
+    Example:
+
+    ```python
+    distiller = VIDDistiller(teacher, student,
+                             pairs=[("s_block2", "t_block2"), ("s_pool", "t_logits")])
+    distiller.compile(optimizer="adam",
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"], vid_weight=1.0)
+    distiller.fit(x, y, epochs=5)
+    student = distiller.student
+    ```
+    """
+
+    def __init__(self, teacher, student, pairs, head_options=None, name="vid_distiller", **kwargs):
+        super().__init__(name=name, **kwargs)
+        check_symbolic_model(teacher, "teacher")
+        check_symbolic_model(student, "student")
+        if teacher is student:
+            raise ValueError("The teacher and the student must be different models.")
+        check_same_inputs(teacher, student)
+        pairs = _normalize_pairs(pairs)
+        options = _normalize_head_options(head_options, len(pairs))
+
+        teacher.trainable = False
+        self.teacher = teacher
+        self.student = student
+        self.pairs = pairs
+        self.head_options = head_options
+
+        student_features, teacher_features, heads = {}, {}, []
+        for index, ((s_name, t_name), option) in enumerate(zip(pairs, options)):
+            s_out = layer_output(find_layer(student, s_name, "student"), student, "student")
+            t_out = layer_output(find_layer(teacher, t_name, "teacher"), teacher, "teacher")
+            student_features[pair_key(index)] = s_out
+            teacher_features[pair_key(index)] = t_out
+            head = VIDHead(name=f"vid_head_{index}", **option)
+            try:
+                head.build(s_out.shape, t_out.shape)
+            except ValueError as error:
+                raise ValueError(f"Pair {index} {(s_name, t_name)}: {error}") from None
+            heads.append(head)
+        self.heads = heads
+        self.student_extractor = feature_extractor(
+            student, student_features, f"{student.name}_vid_features"
+        )
+        self.teacher_extractor = feature_extractor(
+            teacher, teacher_features, f"{teacher.name}_vid_features"
+        )
+
+        self.vid_weights = self.add_weight(
+            name="vid_weights", shape=(len(pairs),), initializer="ones", trainable=False
+        )
+        self.kd_weight = self.add_weight(
+            name="kd_weight", shape=(), initializer="zeros", trainable=False
+        )
+        self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
+        self.vid_loss_trackers = [
+            keras.metrics.Mean(name=f"vid_{index}") for index in range(len(pairs))
+        ]
+        self.kd_loss_tracker = keras.metrics.Mean(name="kd_loss")
+        self.temperature = 4.0
+        self._vid_compile_args = {}
+        self._vid_use_task_loss = True
+        self.built = True
+
+    # ------------------------------------------------------------------ compile
+
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        metrics=None,
+        vid_weight=1.0,
+        kd_weight=0.0,
+        temperature=4.0,
+        alpha_weight_decay=False,
+        **kwargs,
+    ):
+        """Configure training; arguments beyond `keras.Model.compile`'s:
+
+        Args:
+            vid_weight: λ, one float for all pairs or a list with one per pair.
+            kd_weight: weight of Hinton's KD term on the logits
+                (T² · KL of the softened softmaxes); 0 disables it.
+            temperature: softmax temperature T of the KD term.
+            alpha_weight_decay: apply the optimizer's weight decay to the
+                heads' α as well. Off by default: decay on α biases σ.
+        """
+        num_pairs = len(self.pairs)
+        if isinstance(vid_weight, (list, tuple)):
+            if len(vid_weight) != num_pairs:
+                raise ValueError(
+                    f"`vid_weight` has {len(vid_weight)} values but there are "
+                    f"{num_pairs} pairs: pass one float, or one per pair."
+                )
+            vid_weights = [_check_weight(w, f"vid_weight[{i}]") for i, w in enumerate(vid_weight)]
+        else:
+            vid_weights = [_check_weight(vid_weight, "vid_weight")] * num_pairs
+        kd_weight = _check_weight(kd_weight, "kd_weight")
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, numbers.Real)
+            or not (temperature > 0)
+        ):
+            raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature!r}")
+
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        self.vid_weights.assign(vid_weights)
+        self.kd_weight.assign(kd_weight)
+        self.temperature = float(temperature)
+        self._vid_use_task_loss = loss is not None
+        self._vid_compile_args = {
+            "vid_weight": list(vid_weight)
+            if isinstance(vid_weight, (list, tuple))
+            else vid_weight,
+            "kd_weight": kd_weight,
+            "temperature": self.temperature,
+            "alpha_weight_decay": bool(alpha_weight_decay),
+        }
+        if not alpha_weight_decay:
+            self._exclude_alphas_from_weight_decay()
+
+    def _exclude_alphas_from_weight_decay(self):
+        optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        if getattr(optimizer, "weight_decay", None) in (None, 0):
+            return
+        alphas = [head.alpha for head in self.heads]
+        if getattr(optimizer, "built", False):
+            excluded = getattr(optimizer, "_exclude_from_weight_decay", set())
+            if not all(optimizer._var_key(a) in excluded for a in alphas):
+                warnings.warn(
+                    "The optimizer was built before `compile`, so the heads' α could not "
+                    "be excluded from its weight decay. Pass a fresh optimizer.",
+                    stacklevel=3,
+                )
+            return
+        # `exclude_from_weight_decay` replaces the exclusions; keep the user's.
+        previous_keys = set(getattr(optimizer, "_exclude_from_weight_decay", None) or ())
+        previous_pattern = getattr(optimizer, "_exclude_from_weight_decay_pattern", None)
+        optimizer.exclude_from_weight_decay(var_list=alphas)
+        optimizer._exclude_from_weight_decay |= previous_keys
+        optimizer._exclude_from_weight_decay_pattern = previous_pattern
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None:
+            config.update(self._vid_compile_args)
+        return config
+
+    def compile_from_config(self, config):
+        config = deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built and getattr(self, "optimizer", None) is not None:
+            self.optimizer.build(self.trainable_variables)
+
+    # ---------------------------------------------------------------- the step
+
+    @property
+    def metrics(self):
+        metrics = super().metrics
+        if not self._vid_compile_args.get("kd_weight"):
+            metrics = [m for m in metrics if m is not self.kd_loss_tracker]
+        return metrics
+
+    def call(self, inputs, training=None):
+        return self.student(inputs, training=training)
+
+    def distillation_losses(self, x, y, sample_weight, student_outputs, teacher_outputs, training):
+        """The total loss and its terms, in `keras.ops` (shared by all backends).
+
+        Returns:
+            `(loss, terms)` where `terms` maps `"task_loss"`, `"vid_<k>"` and
+            `"kd_loss"` to scalar tensors.
+        """
+        logits = student_outputs[LOGITS]
+        if y is not None and self._vid_use_task_loss:
+            task = self.compute_loss(
+                x=x, y=y, y_pred=logits, sample_weight=sample_weight, training=training
+            )
+        else:
+            extra = [ops.sum(loss) for loss in self.losses]
+            task = ops.sum(ops.stack(extra)) if extra else ops.zeros((), "float32")
+        terms = {"task_loss": ops.cast(task, "float32")}
+        vid_terms = []
+        for index, head in enumerate(self.heads):
+            nll = head(
+                student_outputs[pair_key(index)],
+                teacher_outputs[pair_key(index)],
+                training=training,
+            )
+            vid_terms.append(weighted_batch_mean(nll, sample_weight))
+            terms[f"vid_{index}"] = vid_terms[-1]
+        kd = weighted_batch_mean(
+            softened_kl(teacher_outputs[LOGITS], logits, self.temperature), sample_weight
+        )
+        terms["kd_loss"] = kd
+        loss = (
+            terms["task_loss"]
+            + ops.sum(ops.cast(self.vid_weights, "float32") * ops.stack(vid_terms))
+            + ops.cast(self.kd_weight, "float32") * kd
+        )
+        return loss, terms
+
+    def log_step(self, x, y, sample_weight, student_outputs, loss, terms):
+        """Update the loss trackers and compiled metrics; return the logs."""
+        logits = student_outputs[LOGITS]
+        batch_size = ops.shape(logits)[0]
+        self._loss_tracker.update_state(loss, sample_weight=batch_size)
+        self.task_loss_tracker.update_state(terms["task_loss"], sample_weight=batch_size)
+        for index, tracker in enumerate(self.vid_loss_trackers):
+            tracker.update_state(terms[f"vid_{index}"], sample_weight=batch_size)
+        if self.kd_loss_tracker in self.metrics:
+            self.kd_loss_tracker.update_state(terms["kd_loss"], sample_weight=batch_size)
+        if y is None:
+            return self.get_metrics_result()
+        return self.compute_metrics(x, y, logits, sample_weight)
+
+    def train_step(self, *args):
+        return vid_backend.train_step(self, *args)
+
+    def test_step(self, *args):
+        return vid_backend.test_step(self, *args)
+
+    # ----------------------------------------------------------- serialization
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "teacher": serialize_keras_object(self.teacher),
+            "student": serialize_keras_object(self.student),
+            "pairs": [list(pair) for pair in self.pairs],
+            "head_options": self.head_options,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["teacher"] = deserialize_keras_object(config["teacher"])
+        config["student"] = deserialize_keras_object(config["student"])
+        return cls(**config)

@@ -1,0 +1,155 @@
+"""Mean regressors μ(s): the small networks that predict teacher features.
+
+`plan_regressor` looks at a (student, teacher) shape pair and returns the
+layers a `VIDHead` needs: optional adaptive pooling of either side when the
+spatial sizes differ, and the stack that maps student channels to teacher
+channels. Feature maps are channels-last; supported ranks are 2 (vectors),
+3 (sequences) and 4 (images).
+"""
+
+import dataclasses
+
+import keras
+
+MAP_RANKS = (3, 4)
+SUPPORTED_RANKS = (2,) + MAP_RANKS
+DEFAULT_MAP_DEPTH = 3
+DEFAULT_VECTOR_DEPTH = 1
+
+
+@dataclasses.dataclass
+class RegressorPlan:
+    """What a head builds: pooling for each side and the regressor stack."""
+
+    student_pool: keras.layers.Layer | None
+    teacher_pool: keras.layers.Layer | None
+    layers: list
+    target_shape: tuple
+
+
+def _describe(shape):
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def _adaptive_pool(rank, output_size, name):
+    if rank == 4:
+        return keras.layers.AdaptiveAveragePooling2D(output_size, name=name)
+    return keras.layers.AdaptiveAveragePooling1D(output_size, name=name)
+
+
+def _global_pool(rank, name):
+    if rank == 4:
+        return keras.layers.GlobalAveragePooling2D(name=name)
+    return keras.layers.GlobalAveragePooling1D(name=name)
+
+
+def _pointwise(rank, units, use_bias, name):
+    """A 1×1 convolution on maps; a Dense layer on vectors."""
+    if rank == 4:
+        return keras.layers.Conv2D(units, 1, use_bias=use_bias, name=name)
+    if rank == 3:
+        return keras.layers.Conv1D(units, 1, use_bias=use_bias, name=name)
+    return keras.layers.Dense(units, use_bias=use_bias, name=name)
+
+
+def _stack(rank, depth, hidden_width, out_units, use_bias, use_batch_norm, prefix):
+    """`depth` pointwise layers with [BN →] ReLU between them."""
+    layers = []
+    for i in range(depth):
+        last = i == depth - 1
+        layers.append(
+            _pointwise(rank, out_units if last else hidden_width, use_bias, f"{prefix}_{i}")
+        )
+        if not last:
+            if use_batch_norm:
+                layers.append(keras.layers.BatchNormalization(name=f"{prefix}_bn_{i}"))
+            layers.append(keras.layers.ReLU(name=f"{prefix}_relu_{i}"))
+    return layers
+
+
+def plan_regressor(
+    student_shape,
+    teacher_shape,
+    depth=None,
+    hidden_width=None,
+    use_batch_norm=False,
+    owner="VIDHead",
+):
+    """Choose the pooling and regressor layers for one (student, teacher) pair.
+
+    Args:
+        student_shape: student feature shape, batch dimension included.
+        teacher_shape: teacher feature shape, batch dimension included.
+        depth: number of pointwise layers; `None` picks 3 when the teacher
+            feature is a map and the student a map, else 1 (linear).
+        hidden_width: width of the hidden layers; `None` uses the teacher's
+            channel count.
+        use_batch_norm: insert BatchNormalization before each hidden ReLU.
+        owner: name used in error messages.
+
+    Returns:
+        A `RegressorPlan`.
+    """
+    student_shape, teacher_shape = tuple(student_shape), tuple(teacher_shape)
+    s_rank, t_rank = len(student_shape), len(teacher_shape)
+    pair = f"student shape {_describe(student_shape)} → teacher shape {_describe(teacher_shape)}"
+    for role, rank in (("student", s_rank), ("teacher", t_rank)):
+        if rank not in SUPPORTED_RANKS:
+            raise ValueError(
+                f"{owner}: cannot map {pair}: the {role} feature has rank {rank}; "
+                "supported ranks are 2 (batch, channels), 3 (batch, steps, channels) "
+                "and 4 (batch, height, width, channels), channels-last."
+            )
+    if s_rank in MAP_RANKS and t_rank in MAP_RANKS and s_rank != t_rank:
+        raise ValueError(
+            f"{owner}: cannot map {pair}: a rank-{s_rank} map cannot be regressed onto "
+            f"a rank-{t_rank} map. Pair layers of the same rank, or use a vector layer "
+            "on one side."
+        )
+    for role, shape in (("student", student_shape), ("teacher", teacher_shape)):
+        if shape[-1] is None:
+            raise ValueError(f"{owner}: the {role} channel count is unknown in {pair}.")
+    if t_rank > 2 and any(d is None for d in teacher_shape[1:]) and s_rank == 2:
+        raise ValueError(
+            f"{owner}: cannot map {pair}: regressing a vector onto a map needs the "
+            "teacher's spatial size to be known."
+        )
+
+    teacher_channels = teacher_shape[-1]
+    hidden_width = hidden_width or teacher_channels
+    both_maps = s_rank == t_rank and s_rank in MAP_RANKS
+    if depth is None:
+        depth = DEFAULT_MAP_DEPTH if both_maps else DEFAULT_VECTOR_DEPTH
+    student_pool = teacher_pool = None
+    layers = []
+    target_shape = teacher_shape
+
+    if both_maps:
+        s_space, t_space = student_shape[1:-1], teacher_shape[1:-1]
+        if s_space != t_space:
+            if any(d is None for d in s_space + t_space):
+                raise ValueError(
+                    f"{owner}: cannot map {pair}: the spatial sizes differ and are not "
+                    "all known, so the pooling to the smaller map cannot be chosen."
+                )
+            common = tuple(min(s, t) for s, t in zip(s_space, t_space))
+            if common != s_space:
+                student_pool = _adaptive_pool(s_rank, common, "student_pool")
+            if common != t_space:
+                teacher_pool = _adaptive_pool(t_rank, common, "teacher_pool")
+            target_shape = (teacher_shape[0],) + common + (teacher_channels,)
+        layers = _stack(
+            s_rank, depth, hidden_width, teacher_channels, False, use_batch_norm, "mean"
+        )
+    elif t_rank == 2:
+        if s_rank in MAP_RANKS:
+            layers.append(_global_pool(s_rank, "student_global_pool"))
+        layers += _stack(2, depth, hidden_width, teacher_channels, True, use_batch_norm, "mean")
+    else:
+        # Vector student → teacher map (e.g. CNN teacher → MLP student).
+        units = 1
+        for d in teacher_shape[1:]:
+            units *= d
+        layers = _stack(2, depth, hidden_width, units, True, use_batch_norm, "mean")
+        layers.append(keras.layers.Reshape(teacher_shape[1:], name="mean_reshape"))
+    return RegressorPlan(student_pool, teacher_pool, layers, target_shape)

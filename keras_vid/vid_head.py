@@ -1,0 +1,215 @@
+"""`VIDHead`: the variational distribution q(t | s) of one layer pair."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_vid.losses import REDUCTIONS, gaussian_nll, inverse_softplus
+from keras_vid.regressors import plan_regressor
+
+
+@keras.saving.register_keras_serializable(package="keras_vid")
+class VIDHead(keras.layers.Layer):
+    """Gaussian q(t | s) with a learned mean and a learned per-channel variance.
+
+    The head predicts the teacher feature `t` from the student feature `s`
+    with a small regressor μ(s) and scores it with a Gaussian whose standard
+    deviation per teacher channel is `σ_c = softplus(α_c) + epsilon`. Calling
+    it returns the per-example negative log-likelihood (constants dropped)
+
+        nll = reduce_{h,w,c} [ log σ_c + (t − μ(s))² / (2 σ_c²) ]
+
+    which is the VID loss of the pair. With σ fixed the loss is MSE
+    (FitNet); learning σ lets the student give up on teacher channels it
+    cannot predict.
+
+    The head builds itself from the first `(student, teacher)` call, so
+    `VIDHead()` works for any pair of shapes it can map:
+
+    - maps → maps (channels-last, rank 3 or 4): `depth` 1×1 convolutions
+      without bias and ReLU between them (default 3, hidden width = teacher
+      channels). When spatial sizes differ, the larger map is average-pooled
+      to the smaller one, each spatial axis on its own.
+    - vectors → vectors (e.g. penultimate layer → logits): one Dense layer
+      by default (VID-LP).
+    - vector → map: Dense then reshape (e.g. a CNN teacher and an MLP student).
+    - map → vector: global average pooling then Dense.
+
+    The teacher input is passed through `stop_gradient`; the NLL is computed
+    in float32 whatever the dtype policy (the regressor itself follows the
+    policy).
+
+    Args:
+        depth: number of pointwise layers in μ; `None` chooses 3 for
+            map → map pairs and 1 otherwise.
+        hidden_width: width of μ's hidden layers; `None` uses the teacher's
+            channel count.
+        use_batch_norm: add BatchNormalization before each hidden ReLU.
+        init_variance: initial σ² of every channel (default 5.0, as in the
+            reference implementations).
+        epsilon: floor added to σ (default 1e-5), so σ > 0 and the loss per
+            element is at least `log(epsilon)`.
+        reduction: `"mean"` over the teacher's elements (default, so a weight
+            of 1 suits any layer size) or `"sum"` (the paper's form).
+        **kwargs: standard `keras.layers.Layer` arguments (`name`, `dtype`...).
+
+    Example:
+
+    ```python
+    head = keras_vid.VIDHead()
+    nll = head(student_features, teacher_features)   # shape (batch,)
+    loss = keras.ops.mean(nll)
+    ```
+    """
+
+    def __init__(
+        self,
+        depth=None,
+        hidden_width=None,
+        use_batch_norm=False,
+        init_variance=5.0,
+        epsilon=1e-5,
+        reduction="mean",
+        **kwargs,
+    ):
+        kwargs.pop("autocast", None)
+        super().__init__(autocast=False, **kwargs)
+        if depth is not None and (not isinstance(depth, int) or depth < 1):
+            raise ValueError(
+                f"{self._who()}: `depth` must be a positive integer or None. "
+                f"Received: depth={depth!r}"
+            )
+        if hidden_width is not None and (not isinstance(hidden_width, int) or hidden_width < 1):
+            raise ValueError(
+                f"{self._who()}: `hidden_width` must be a positive integer or "
+                f"None. Received: hidden_width={hidden_width!r}"
+            )
+        if not epsilon > 0:
+            raise ValueError(
+                f"{self._who()}: `epsilon` must be > 0. Received: epsilon={epsilon!r}"
+            )
+        if not init_variance > 0 or math.sqrt(init_variance) <= epsilon:
+            raise ValueError(
+                f"{self._who()}: `init_variance` must be > 0 and its square root larger "
+                f"than `epsilon`. Received: init_variance={init_variance!r}, "
+                f"epsilon={epsilon!r}"
+            )
+        if reduction not in REDUCTIONS:
+            raise ValueError(
+                f"{self._who()}: `reduction` must be one of {REDUCTIONS}. "
+                f"Received: reduction={reduction!r}"
+            )
+        self.depth = depth
+        self.hidden_width = hidden_width
+        self.use_batch_norm = bool(use_batch_norm)
+        self.init_variance = float(init_variance)
+        self.epsilon = float(epsilon)
+        self.reduction = reduction
+        self.student_shape = None
+        self.teacher_shape = None
+
+    def _who(self):
+        return f"VIDHead '{self.name}'"
+
+    def build(self, student_shape, teacher_shape):
+        if self.built:
+            return
+        plan = plan_regressor(
+            student_shape,
+            teacher_shape,
+            depth=self.depth,
+            hidden_width=self.hidden_width,
+            use_batch_norm=self.use_batch_norm,
+            owner=self._who(),
+        )
+        self.student_shape = tuple(student_shape)
+        self.teacher_shape = tuple(teacher_shape)
+        self.student_pool = plan.student_pool
+        self.teacher_pool = plan.teacher_pool
+        self.regressor = plan.layers
+        shape = self.student_shape
+        if self.student_pool is not None:
+            self.student_pool.build(shape)
+            shape = self.student_pool.compute_output_shape(shape)
+        for layer in self.regressor:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        if self.teacher_pool is not None:
+            self.teacher_pool.build(self.teacher_shape)
+        channels = self.teacher_shape[-1]
+        alpha_0 = float(inverse_softplus(math.sqrt(self.init_variance) - self.epsilon))
+        self.alpha = self.add_weight(
+            name="alpha",
+            shape=(channels,),
+            initializer=keras.initializers.Constant(alpha_0),
+            dtype="float32",
+            trainable=True,
+        )
+        self.built = True
+
+    @property
+    def std(self):
+        """σ per teacher channel, float32, shape `(channels,)`."""
+        return ops.softplus(self.alpha) + self.epsilon
+
+    @property
+    def variance(self):
+        """σ² per teacher channel, float32, shape `(channels,)`."""
+        return ops.square(self.std)
+
+    def mean(self, student, training=None):
+        """μ(s): the predicted teacher feature (pooled to the common size)."""
+        x = student
+        if self.student_pool is not None:
+            x = self.student_pool(x)
+        for layer in self.regressor:
+            x = layer(x, training=training)
+        return x
+
+    def target(self, teacher):
+        """The teacher feature as the head scores it: float32, no gradient, pooled."""
+        t = ops.stop_gradient(ops.cast(teacher, "float32"))
+        if self.teacher_pool is not None:
+            t = self.teacher_pool(t)
+        return t
+
+    def call(self, student, teacher, training=None):
+        return gaussian_nll(
+            self.target(teacher),
+            self.mean(student, training=training),
+            self.std,
+            reduction=self.reduction,
+        )
+
+    def compute_output_shape(self, student_shape, teacher_shape):
+        return (student_shape[0],)
+
+    def compute_output_spec(self, student, teacher, training=None):
+        return keras.KerasTensor((student.shape[0],), dtype="float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "depth": self.depth,
+                "hidden_width": self.hidden_width,
+                "use_batch_norm": self.use_batch_norm,
+                "init_variance": self.init_variance,
+                "epsilon": self.epsilon,
+                "reduction": self.reduction,
+            }
+        )
+        return config
+
+    def get_build_config(self):
+        if self.student_shape is None:
+            return None
+        return {
+            "student_shape": list(self.student_shape),
+            "teacher_shape": list(self.teacher_shape),
+        }
+
+    def build_from_config(self, config):
+        if config:
+            self.build(tuple(config["student_shape"]), tuple(config["teacher_shape"]))
