@@ -27,6 +27,7 @@ HEAD_OPTIONS = (
     "init_variance",
     "epsilon",
     "reduction",
+    "learn_variance",
 )
 
 
@@ -119,8 +120,14 @@ class VIDDistiller(keras.Model):
             penultimate (vector) layer paired with the teacher's logits layer
             is VID-LP.
         head_options: options for every `VIDHead` (`depth`, `hidden_width`,
-            `use_batch_norm`, `init_variance`, `epsilon`, `reduction`): one
-            dict for all pairs or a list with one dict per pair.
+            `use_batch_norm`, `init_variance`, `epsilon`, `reduction`,
+            `learn_variance`): one dict for all pairs or a list with one dict
+            per pair.
+        heads: instead of `head_options`, one layer per pair to use as its
+            loss (for other feature losses on the same training loop, such as
+            attention transfer). Each must provide `build(student_shape,
+            teacher_shape)` and `call(student, teacher, training=None)`
+            returning a per-example loss of shape `(batch,)`.
         name: model name.
 
     Example:
@@ -136,7 +143,16 @@ class VIDDistiller(keras.Model):
     ```
     """
 
-    def __init__(self, teacher, student, pairs, head_options=None, name="vid_distiller", **kwargs):
+    def __init__(
+        self,
+        teacher,
+        student,
+        pairs,
+        head_options=None,
+        heads=None,
+        name="vid_distiller",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
         check_symbolic_model(teacher, "teacher")
         check_symbolic_model(student, "student")
@@ -145,26 +161,40 @@ class VIDDistiller(keras.Model):
         check_same_inputs(teacher, student)
         pairs = _normalize_pairs(pairs)
         options = _normalize_head_options(head_options, len(pairs))
+        if heads is not None:
+            if head_options is not None:
+                raise ValueError("Pass either `head_options` or `heads`, not both.")
+            if not isinstance(heads, (list, tuple)) or len(heads) != len(pairs):
+                raise ValueError(
+                    f"`heads` must be a list with one layer per pair ({len(pairs)}). "
+                    f"Received: {heads!r}"
+                )
+            if not all(isinstance(head, keras.layers.Layer) for head in heads):
+                raise ValueError("Every entry of `heads` must be a `keras.layers.Layer`.")
 
         teacher.trainable = False
         self.teacher = teacher
         self.student = student
         self.pairs = pairs
         self.head_options = head_options
+        self._vid_custom_heads = heads is not None
 
-        student_features, teacher_features, heads = {}, {}, []
+        student_features, teacher_features, built_heads = {}, {}, []
         for index, ((s_name, t_name), option) in enumerate(zip(pairs, options)):
             s_out = layer_output(find_layer(student, s_name, "student"), student, "student")
             t_out = layer_output(find_layer(teacher, t_name, "teacher"), teacher, "teacher")
             student_features[pair_key(index)] = s_out
             teacher_features[pair_key(index)] = t_out
-            head = VIDHead(name=f"vid_head_{index}", **option)
+            head = (
+                heads[index] if heads is not None else VIDHead(name=f"vid_head_{index}", **option)
+            )
             try:
-                head.build(s_out.shape, t_out.shape)
+                if not head.built:
+                    head.build(s_out.shape, t_out.shape)
             except ValueError as error:
                 raise ValueError(f"Pair {index} {(s_name, t_name)}: {error}") from None
-            heads.append(head)
-        self.heads = heads
+            built_heads.append(head)
+        self.heads = built_heads
         self.student_extractor = feature_extractor(
             student, student_features, f"{student.name}_vid_features"
         )
@@ -249,7 +279,9 @@ class VIDDistiller(keras.Model):
         optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
         if getattr(optimizer, "weight_decay", None) in (None, 0):
             return
-        alphas = [head.alpha for head in self.heads]
+        alphas = [head.alpha for head in self.heads if getattr(head, "alpha", None) is not None]
+        if not alphas:
+            return
         if getattr(optimizer, "built", False):
             excluded = getattr(optimizer, "_exclude_from_weight_decay", set())
             if not all(optimizer._var_key(a) in excluded for a in alphas):
@@ -355,6 +387,11 @@ class VIDDistiller(keras.Model):
             "student": serialize_keras_object(self.student),
             "pairs": [list(pair) for pair in self.pairs],
             "head_options": self.head_options,
+            "heads": (
+                [serialize_keras_object(head) for head in self.heads]
+                if self._vid_custom_heads
+                else None
+            ),
         }
 
     @classmethod
@@ -362,4 +399,6 @@ class VIDDistiller(keras.Model):
         config = dict(config)
         config["teacher"] = deserialize_keras_object(config["teacher"])
         config["student"] = deserialize_keras_object(config["student"])
+        if config.get("heads") is not None:
+            config["heads"] = [deserialize_keras_object(head) for head in config["heads"]]
         return cls(**config)

@@ -52,6 +52,9 @@ class VIDHead(keras.layers.Layer):
             element is at least `log(epsilon)`.
         reduction: `"mean"` over the teacher's elements (default, so a weight
             of 1 suits any layer size) or `"sum"` (the paper's form).
+        learn_variance: train α (default). `False` keeps σ² at
+            `init_variance`: with `init_variance=1` the loss is half the MSE
+            (FitNet), the paper's special case.
         **kwargs: standard `keras.layers.Layer` arguments (`name`, `dtype`...).
 
     Example:
@@ -71,6 +74,7 @@ class VIDHead(keras.layers.Layer):
         init_variance=5.0,
         epsilon=1e-5,
         reduction="mean",
+        learn_variance=True,
         **kwargs,
     ):
         kwargs.pop("autocast", None)
@@ -106,6 +110,7 @@ class VIDHead(keras.layers.Layer):
         self.init_variance = float(init_variance)
         self.epsilon = float(epsilon)
         self.reduction = reduction
+        self.learn_variance = bool(learn_variance)
         self.student_shape = None
         self.teacher_shape = None
 
@@ -144,7 +149,7 @@ class VIDHead(keras.layers.Layer):
             shape=(channels,),
             initializer=keras.initializers.Constant(alpha_0),
             dtype="float32",
-            trainable=True,
+            trainable=self.learn_variance,
         )
         self.built = True
 
@@ -198,6 +203,7 @@ class VIDHead(keras.layers.Layer):
                 "init_variance": self.init_variance,
                 "epsilon": self.epsilon,
                 "reduction": self.reduction,
+                "learn_variance": self.learn_variance,
             }
         )
         return config
