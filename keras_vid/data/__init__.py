@@ -1,0 +1,24 @@
+"""Datasets for the experiments: sources read into memory, tf.data pipelines out."""
+
+from keras_vid.data.pipeline import augment, channel_stats, make_dataset, subsample_per_class
+from keras_vid.data.sources import (
+    Split,
+    describe_source,
+    load_image_folder,
+    load_npz,
+    load_split,
+    load_tfds,
+)
+
+__all__ = [
+    "Split",
+    "augment",
+    "channel_stats",
+    "describe_source",
+    "load_image_folder",
+    "load_npz",
+    "load_split",
+    "load_tfds",
+    "make_dataset",
+    "subsample_per_class",
+]

@@ -1,0 +1,21 @@
+"""The paper's reduced-data experiment: recipes, the runner and its command line.
+
+This package (with `keras_vid.data`) may import TensorFlow: its inputs are
+tf.data pipelines, which Keras feeds to any backend.
+"""
+
+from keras_vid.experiments.architectures import Architecture, parse_architecture
+from keras_vid.experiments.attention import AttentionTransferHead
+from keras_vid.experiments.recipes import METHODS, MethodConfig, build_method, stage_pairs
+from keras_vid.experiments.training import TrainingConfig
+
+__all__ = [
+    "METHODS",
+    "Architecture",
+    "AttentionTransferHead",
+    "MethodConfig",
+    "TrainingConfig",
+    "build_method",
+    "parse_architecture",
+    "stage_pairs",
+]

@@ -1,0 +1,77 @@
+"""Architectures by name, with the layer names each distillation method pairs.
+
+Names: `wrn-<depth>-<width>` (the paper's Wide ResNets), `cnn-<c1>,<c2>,...`
+(`small_cnn`, optionally `cnn-<c1>,<c2>,...x<convs per stage>`) and
+`mlp-<u1>,<u2>,...`.
+"""
+
+import dataclasses
+
+from keras_vid.models import cnn_block_names, mlp, small_cnn, wide_resnet
+from keras_vid.models.wide_resnet import GROUP_OUTPUTS
+
+
+@dataclasses.dataclass
+class Architecture:
+    """A buildable model with the layers that distillation pairs.
+
+    Attributes:
+        name: the spec it was parsed from.
+        build: `build(num_classes, input_shape, name)` → `keras.Model`.
+        stages: the ends of the feature stages (VID-I and AT pairs); empty
+            for an MLP.
+        hidden: the hidden vectors of an MLP (CNN → MLP pairs).
+        penultimate: the vector before the logits (VID-LP).
+    """
+
+    name: str
+    build: object
+    stages: tuple = ()
+    hidden: tuple = ()
+    penultimate: str = "pool"
+    logits: str = "logits"
+
+
+def _ints(text, spec):
+    try:
+        return tuple(int(v) for v in text.split(",") if v)
+    except ValueError:
+        raise ValueError(f"Cannot parse architecture {spec!r}.") from None
+
+
+def parse_architecture(spec):
+    """An `Architecture` from a name such as `"wrn-16-1"`, `"cnn-16,32,64"`, `"mlp-512"`."""
+    kind, _, rest = spec.partition("-")
+    kind = kind.lower()
+    if kind == "wrn":
+        try:
+            depth, width = (int(v) for v in rest.split("-"))
+        except ValueError:
+            raise ValueError(f"WRN names are wrn-<depth>-<width>. Received: {spec!r}") from None
+
+        def build(num_classes, input_shape, name=None):
+            return wide_resnet(depth, width, num_classes, input_shape, name=name)
+
+        return Architecture(spec, build, stages=GROUP_OUTPUTS)
+    if kind == "cnn":
+        channels, _, convs = rest.partition("x")
+        filters = _ints(channels, spec)
+        convs = int(convs) if convs else 1
+        if not filters:
+            raise ValueError(f"CNN names are cnn-<c1>,<c2>,...[x<convs>]. Received: {spec!r}")
+
+        def build(num_classes, input_shape, name=None):
+            return small_cnn(filters, convs, num_classes, input_shape, name=name)
+
+        return Architecture(spec, build, stages=cnn_block_names(filters))
+    if kind == "mlp":
+        units = _ints(rest, spec)
+        if not units:
+            raise ValueError(f"MLP names are mlp-<u1>,<u2>,... Received: {spec!r}")
+
+        def build(num_classes, input_shape, name=None):
+            return mlp(units, num_classes, input_shape, name=name)
+
+        hidden = tuple(f"hidden{i}" for i in range(1, len(units) + 1))
+        return Architecture(spec, build, hidden=hidden, penultimate=hidden[-1])
+    raise ValueError(f"Unknown architecture {spec!r}: use wrn-D-W, cnn-C1,C2,... or mlp-U1,...")

@@ -1,0 +1,125 @@
+"""Writing results: JSON (every run), a Markdown table and a PNG plot (mean ± std over seeds)."""
+
+import json
+import os
+
+import numpy as np
+
+
+def summarize(runs):
+    """`{method: {per_class: (mean, std, n)}}` of test accuracy over seeds."""
+    grouped = {}
+    for run in runs:
+        grouped.setdefault(run["method"], {}).setdefault(run["per_class"], []).append(
+            run["test_accuracy"]
+        )
+    return {
+        method: {
+            per_class: (float(np.mean(v)), float(np.std(v)), len(v))
+            for per_class, v in sorted(by_size.items(), key=lambda item: _size_key(item[0]))
+        }
+        for method, by_size in grouped.items()
+    }
+
+
+def _size_key(per_class):
+    return float("inf") if per_class is None else per_class
+
+
+def _label(per_class):
+    return "all" if per_class is None else str(per_class)
+
+
+def write_json(path, payload):
+    with open(path, "w") as file:
+        json.dump(payload, file, indent=1)
+
+
+def markdown_table(runs, methods, teacher=None, title=None):
+    """A table: one row per method, one column per images-per-class size."""
+    summary = summarize(runs)
+    sizes = sorted({run["per_class"] for run in runs}, key=_size_key, reverse=True)
+    lines = []
+    if title:
+        lines += [f"### {title}", ""]
+    if teacher:
+        lines += [
+            f"Teacher `{teacher['arch']}`: {teacher['test_accuracy']:.2f} % test accuracy "
+            f"(trained on {teacher['train_images']} images, {teacher['epochs']} epochs).",
+            "",
+        ]
+    lines.append("| method | " + " | ".join(f"{_label(s)} / class" for s in sizes) + " |")
+    lines.append("|---|" + "---|" * len(sizes))
+    best = {
+        s: max((summary[m][s][0] for m in methods if s in summary.get(m, {})), default=None)
+        for s in sizes
+    }
+    for method in methods:
+        if method not in summary:
+            continue
+        cells = []
+        for s in sizes:
+            if s not in summary[method]:
+                cells.append("–")
+                continue
+            mean, std, n = summary[method][s]
+            cell = f"{mean:.2f} ± {std:.2f}"
+            cells.append(f"**{cell}**" if mean == best[s] else cell)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    seeds = sorted({run["seed"] for run in runs})
+    lines += [
+        "",
+        f"Test accuracy (%), mean ± std over {len(seeds)} seed(s) {seeds}; best per column "
+        "in bold.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy(path, runs, methods, teacher=None, title=None):
+    """Test accuracy against images per class (log scale), one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarize(runs)
+    figure, axis = plt.subplots(figsize=(6.4, 4.4))
+    for method in methods:
+        if method not in summary:
+            continue
+        sizes = [s for s in summary[method] if s is not None]
+        if not sizes:
+            continue
+        means = [summary[method][s][0] for s in sizes]
+        stds = [summary[method][s][1] for s in sizes]
+        axis.errorbar(sizes, means, yerr=stds, marker="o", capsize=3, label=method)
+    if teacher:
+        axis.axhline(
+            teacher["test_accuracy"],
+            color="gray",
+            linestyle="--",
+            label=f"teacher ({teacher['test_accuracy']:.1f} %)",
+        )
+    axis.set_xscale("log")
+    axis.set_xlabel("training images per class")
+    axis.set_ylabel("test accuracy (%)")
+    if title:
+        axis.set_title(title)
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_outputs(output_dir, payload, methods, title=None):
+    """Write `results.json`, `results.md` and `accuracy.png` into `output_dir`."""
+    os.makedirs(output_dir, exist_ok=True)
+    runs, teacher = payload["runs"], payload.get("teacher")
+    write_json(os.path.join(output_dir, "results.json"), payload)
+    table = markdown_table(runs, methods, teacher, title)
+    with open(os.path.join(output_dir, "results.md"), "w") as file:
+        file.write(table)
+    if runs:
+        plot_accuracy(os.path.join(output_dir, "accuracy.png"), runs, methods, teacher, title)
+    return table

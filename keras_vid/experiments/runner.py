@@ -1,0 +1,197 @@
+"""Running the grid: a cached teacher, then methods × images per class × seeds."""
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+
+from keras_vid.data import channel_stats, load_split, make_dataset, subsample_per_class
+from keras_vid.experiments.architectures import parse_architecture
+from keras_vid.experiments.recipes import build_method
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the data comes from and how much of the test split is scored.
+
+    `eval_per_class` scores a stratified, fixed subset of the test split
+    (the same for every run); `None` scores all of it. `teacher_per_class`
+    trains the teacher on a subset (`None`: the whole training split).
+    """
+
+    source: str = "cifar10"
+    train_split: str = "train"
+    test_split: str = "test"
+    data_dir: str | None = None
+    eval_per_class: int | None = None
+    teacher_per_class: int | None = None
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Both splits in memory plus the training split's normalisation."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    class_names: list
+    mean: np.ndarray
+    std: np.ndarray
+
+    @property
+    def input_shape(self):
+        return tuple(self.train_images.shape[1:])
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+
+def load_dataset(config):
+    """Read the splits and compute per-channel statistics on the training split."""
+    train = load_split(config.source, config.train_split, data_dir=config.data_dir)
+    test = load_split(config.source, config.test_split, data_dir=config.data_dir)
+    test_index = subsample_per_class(test.labels, config.eval_per_class, seed=0)
+    mean, std = channel_stats(train.images)
+    return Dataset(
+        train.images,
+        train.labels,
+        test.images[test_index],
+        test.labels[test_index],
+        train.class_names,
+        mean,
+        std,
+    )
+
+
+def _loss():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def evaluate_accuracy(model, data, batch_size=500):
+    """Top-1 accuracy (%) of `model` (logits) on the scored test images."""
+    dataset = make_dataset(
+        data.test_images,
+        data.test_labels,
+        batch_size=batch_size,
+        mean=data.mean,
+        std=data.std,
+    ).map(lambda x, y: x)
+    logits = model.predict(dataset, verbose=0)
+    return float(100.0 * np.mean(np.argmax(logits, axis=-1) == data.test_labels))
+
+
+def train(model, compile_kwargs, data, indices, training, seed, verbose=0):
+    """Compile `model` with the shared recipe and fit it on `indices` of the training split."""
+    epochs = training.epochs_for(len(indices))
+    steps_per_epoch = math.ceil(len(indices) / training.batch_size)
+    model.compile(
+        optimizer=training.optimizer(epochs * steps_per_epoch),
+        loss=_loss(),
+        metrics=["accuracy"],
+        **compile_kwargs,
+    )
+    dataset = make_dataset(
+        data.train_images[indices],
+        data.train_labels[indices],
+        batch_size=training.batch_size,
+        mean=data.mean,
+        std=data.std,
+        training=True,
+        augmentation=training.augmentation,
+        flip=training.flip,
+        seed=seed,
+    )
+    history = model.fit(dataset, epochs=epochs, verbose=verbose, shuffle=False)
+    return epochs, epochs * steps_per_epoch, history.history
+
+
+def _teacher_key(arch, data_config, training, data, seed):
+    description = json.dumps(
+        {
+            "arch": arch,
+            "source": os.path.basename(os.fspath(data_config.source)),
+            "train_split": data_config.train_split,
+            "per_class": data_config.teacher_per_class,
+            "input_shape": list(data.input_shape),
+            "num_classes": data.num_classes,
+            "training": dataclasses.asdict(training),
+            "seed": seed,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(description.encode()).hexdigest()[:12]
+
+
+def get_teacher(arch, data_config, training, data, cache_dir, seed=0, log=print):
+    """Load the cached teacher for this configuration, or train and cache it.
+
+    Returns `(teacher, info)` with `info` holding the test accuracy (on the
+    scored test set), the training time and the cache path.
+    """
+    key = _teacher_key(arch, data_config, training, data, seed)
+    os.makedirs(cache_dir, exist_ok=True)
+    path = os.path.join(cache_dir, f"teacher-{arch.replace(',', '_')}-{key}.keras")
+    meta_path = path + ".json"
+    if os.path.exists(path) and os.path.exists(meta_path):
+        teacher = keras.saving.load_model(path, compile=False)
+        with open(meta_path) as file:
+            info = json.load(file)
+        log(f"teacher {arch}: cached at {path} ({info['train_accuracy_note']})")
+    else:
+        keras.utils.set_random_seed(seed)
+        teacher = parse_architecture(arch).build(data.num_classes, data.input_shape, "teacher")
+        indices = subsample_per_class(data.train_labels, data_config.teacher_per_class, seed)
+        log(f"teacher {arch}: training on {len(indices)} images ...")
+        start = time.time()
+        epochs, steps, _ = train(teacher, {}, data, indices, training, seed)
+        info = {
+            "arch": arch,
+            "train_images": int(len(indices)),
+            "epochs": epochs,
+            "steps": steps,
+            "train_time_s": round(time.time() - start, 1),
+            "train_accuracy_note": "trained here",
+        }
+        teacher.compile()  # drop the optimizer state from the saved file
+        teacher.save(path)
+        info["train_accuracy_note"] = f"trained in {info['train_time_s']} s"
+    info["test_accuracy"] = evaluate_accuracy(teacher, data)
+    info["cache_path"] = path
+    with open(meta_path, "w") as file:
+        json.dump({k: v for k, v in info.items() if k != "cache_path"}, file, indent=1)
+    log(f"teacher {arch}: test accuracy {info['test_accuracy']:.2f} %")
+    return teacher, info
+
+
+def run_one(method, teacher, teacher_arch, student_arch, data, per_class, seed, training, methods):
+    """Train one student with `method` on `per_class` images per class; return its record."""
+    keras.utils.set_random_seed(1000 + seed)
+    t_arch, s_arch = parse_architecture(teacher_arch), parse_architecture(student_arch)
+    student = s_arch.build(data.num_classes, data.input_shape, "student")
+    model, compile_kwargs = build_method(method, teacher, student, t_arch, s_arch, methods)
+    indices = subsample_per_class(data.train_labels, per_class, seed)
+    start = time.time()
+    epochs, steps, history = train(model, compile_kwargs, data, indices, training, seed)
+    seconds = time.time() - start
+    record = {
+        "method": method,
+        "per_class": per_class,
+        "seed": seed,
+        "train_images": int(len(indices)),
+        "epochs": epochs,
+        "steps": steps,
+        "test_accuracy": evaluate_accuracy(student, data),
+        "final_train_loss": float(history["loss"][-1]),
+        "train_time_s": round(seconds, 1),
+    }
+    for name, values in history.items():
+        if name.startswith("vid_") or name in ("task_loss", "kd_loss"):
+            record[f"final_{name}"] = float(values[-1])
+    return record

@@ -1,0 +1,124 @@
+"""Small CNN and MLP builders for CPU-scale experiments and CNN → MLP transfer.
+
+Layer names are stable so VID pairs can be written by hand:
+
+- `small_cnn`: `block1`, `block2`, ... (the ReLU output of each stage, before
+  its pooling), `pool` (global average pool), `logits`;
+- `mlp`: `hidden1`, `hidden2`, ... (post-activation hidden layers), `logits`.
+"""
+
+import keras
+
+
+def _regularizer(weight_decay):
+    return keras.regularizers.L2(weight_decay) if weight_decay else None
+
+
+def small_cnn(
+    filters=(32, 64, 128),
+    convs_per_block=1,
+    num_classes=10,
+    input_shape=(28, 28, 1),
+    dropout=0.0,
+    weight_decay=0.0,
+    bn_momentum=0.9,
+    name=None,
+):
+    """Build a plain VGG-style CNN: per stage, conv3×3-BN-ReLU × n, then 2×2 max-pool.
+
+    Stage k ends in a layer named `block<k>` (its last ReLU), whose spatial
+    size halves from one stage to the next (the max-pool sits after it), so
+    `block1..3` play the role of a WRN's group outputs for VID-I and AT.
+
+    Args:
+        filters: channels of each stage.
+        convs_per_block: convolutions per stage.
+        num_classes: size of the `logits` layer.
+        input_shape: channels-last input shape.
+        dropout: dropout rate before the classifier.
+        weight_decay: L2 factor on kernels (0: none; the optimizer's
+            `weight_decay` is the usual alternative).
+        bn_momentum: BatchNormalization momentum; 0.9 matches PyTorch's
+            default (0.1 there), so the moving statistics settle within the
+            few hundred steps of a small-data run (Keras's 0.99 does not).
+        name: model name; default `"cnn_<f1>_<f2>..."`.
+
+    Returns:
+        A functional `keras.Model` mapping images to logits.
+    """
+    if not filters or convs_per_block < 1:
+        raise ValueError(
+            "`filters` must be non-empty and `convs_per_block` ≥ 1. Received: "
+            f"filters={filters!r}, convs_per_block={convs_per_block!r}"
+        )
+    regularizer = _regularizer(weight_decay)
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    for stage, channels in enumerate(filters, start=1):
+        if stage > 1:
+            x = keras.layers.MaxPooling2D(2, name=f"block{stage - 1}_pool")(x)
+        for conv in range(1, convs_per_block + 1):
+            x = keras.layers.Conv2D(
+                channels,
+                3,
+                padding="same",
+                use_bias=False,
+                kernel_initializer="he_normal",
+                kernel_regularizer=regularizer,
+                name=f"block{stage}_conv{conv}",
+            )(x)
+            x = keras.layers.BatchNormalization(
+                momentum=bn_momentum, name=f"block{stage}_bn{conv}"
+            )(x)
+            last = conv == convs_per_block
+            x = keras.layers.ReLU(name=f"block{stage}" if last else f"block{stage}_relu{conv}")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_regularizer=regularizer, name="logits")(x)
+    default = "cnn_" + "_".join(str(f) for f in filters)
+    return keras.Model(inputs, outputs, name=name or default)
+
+
+def cnn_block_names(filters):
+    """Names of the stage outputs of a `small_cnn` built with `filters`."""
+    return tuple(f"block{stage}" for stage in range(1, len(filters) + 1))
+
+
+def mlp(
+    hidden_units=(256, 256),
+    num_classes=10,
+    input_shape=(28, 28, 1),
+    dropout=0.0,
+    weight_decay=0.0,
+    name=None,
+):
+    """Build a multi-layer perceptron on flattened images.
+
+    Hidden layer k is named `hidden<k>` (Dense + ReLU, post-activation), the
+    student side of CNN → MLP transfer: a `VIDHead` maps it onto a teacher
+    feature map with a Dense layer and a reshape.
+
+    Args:
+        hidden_units: width of each hidden layer.
+        num_classes: size of the `logits` layer.
+        input_shape: input shape (flattened first).
+        dropout: dropout rate after each hidden layer.
+        weight_decay: L2 factor on kernels (0: none).
+        name: model name; default `"mlp_<u1>_<u2>..."`.
+
+    Returns:
+        A functional `keras.Model` mapping inputs to logits.
+    """
+    regularizer = _regularizer(weight_decay)
+    inputs = keras.Input(input_shape, name="image")
+    x = keras.layers.Flatten(name="flatten")(inputs)
+    for index, units in enumerate(hidden_units, start=1):
+        x = keras.layers.Dense(
+            units, activation="relu", kernel_regularizer=regularizer, name=f"hidden{index}"
+        )(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"hidden{index}_dropout")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_regularizer=regularizer, name="logits")(x)
+    default = "mlp_" + "_".join(str(u) for u in hidden_units)
+    return keras.Model(inputs, outputs, name=name or default)

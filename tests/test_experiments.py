@@ -1,0 +1,133 @@
+"""The experiment layer: AT head, recipes, and the command line end to end."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_vid import VIDDistiller, VIDHead
+from keras_vid.experiments import (
+    METHODS,
+    AttentionTransferHead,
+    MethodConfig,
+    build_method,
+    parse_architecture,
+    stage_pairs,
+)
+from keras_vid.experiments.cli import main
+from keras_vid.experiments.report import markdown_table, summarize
+
+
+def _attention(x):
+    a = np.mean(np.square(x), axis=-1).reshape(len(x), -1)
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+def test_attention_transfer_head_matches_numpy():
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(3, 4, 4, 2)).astype("float32")
+    t = rng.normal(size=(3, 4, 4, 5)).astype("float32")
+    head = AttentionTransferHead()
+    head.build(s.shape, t.shape)
+    loss = keras.ops.convert_to_numpy(head(s, t))
+    expected = np.mean(np.square(_attention(s) - _attention(t)), axis=-1)
+    np.testing.assert_allclose(loss, expected, rtol=1e-5, atol=1e-7)
+    assert keras.ops.convert_to_numpy(head(t, t)).max() < 1e-10
+
+
+def test_attention_transfer_head_pools_the_larger_map():
+    rng = np.random.default_rng(1)
+    s = rng.normal(size=(2, 2, 2, 3)).astype("float32")
+    t = rng.normal(size=(2, 4, 4, 3)).astype("float32")
+    head = AttentionTransferHead()
+    head.build(s.shape, t.shape)
+    energy = np.mean(np.square(t), axis=-1).reshape(2, 2, 2, 2, 2).mean(axis=(2, 4))
+    pooled = energy.reshape(2, -1)
+    pooled = pooled / np.linalg.norm(pooled, axis=-1, keepdims=True)
+    expected = np.mean(np.square(_attention(s) - pooled), axis=-1)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(head(s, t)), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="feature map"):
+        AttentionTransferHead().build((2, 3), (2, 4, 4, 3))
+
+
+def _models():
+    t_arch, s_arch = parse_architecture("cnn-6,8"), parse_architecture("cnn-3,4")
+    return t_arch, s_arch, t_arch.build(10, (8, 8, 1)), s_arch.build(10, (8, 8, 1))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_recipes(method):
+    t_arch, s_arch, teacher, student = _models()
+    config = MethodConfig(vid_weight=2.0, at_weight=500.0, kd_weight=0.5)
+    model, kwargs = build_method(method, teacher, student, t_arch, s_arch, config)
+    if method == "student":
+        assert model is student and kwargs == {}
+        return
+    assert isinstance(model, VIDDistiller) and model.student is student
+    stages = [("block1", "block1"), ("block2", "block2")]
+    expected = {
+        "kd": ([("logits", "logits")], 0.0, 0.5),
+        "fitnet": (stages, 2.0, 0.0),
+        "at": (stages, 500.0, 0.0),
+        "vid-i": (stages, 2.0, 0.0),
+        "vid-lp": ([("pool", "logits")], 2.0, 0.0),
+        "kd+vid-i": (stages, 2.0, 0.5),
+    }[method]
+    assert model.pairs == expected[0]
+    assert kwargs["vid_weight"] == expected[1] and kwargs["kd_weight"] == expected[2]
+    if method == "fitnet":
+        assert all(not h.learn_variance and h.init_variance == 1.0 for h in model.heads)
+    if method == "at":
+        assert all(isinstance(h, AttentionTransferHead) for h in model.heads)
+    if method in ("vid-i", "kd+vid-i", "vid-lp"):
+        assert all(isinstance(h, VIDHead) and h.learn_variance for h in model.heads)
+
+
+def test_stage_pairs_for_an_mlp_student_use_the_last_teacher_stages():
+    pairs = stage_pairs(parse_architecture("mlp-8,8"), parse_architecture("cnn-2,4,6"))
+    assert pairs == [("hidden1", "block2"), ("hidden2", "block3")]
+
+
+def test_summary_and_table():
+    runs = [
+        {"method": "a", "per_class": 10, "seed": 0, "test_accuracy": 50.0},
+        {"method": "a", "per_class": 10, "seed": 1, "test_accuracy": 60.0},
+        {"method": "b", "per_class": 10, "seed": 0, "test_accuracy": 40.0},
+    ]
+    assert summarize(runs)["a"][10] == (55.0, 5.0, 2)
+    table = markdown_table(runs, ["a", "b"])
+    assert "| a | **55.00 ± 5.00** |" in table and "| b | 40.00 ± 0.00 |" in table
+
+
+def test_command_line_end_to_end(tmp_path):
+    import tensorflow_datasets as tfds
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    argv = [
+        "--dataset=mnist",
+        "--teacher=cnn-4,6",
+        "--student=cnn-2,3",
+        "--methods=student,kd+vid-i",
+        "--per-class=1",
+        "--seeds=0",
+        "--epochs=1",
+        "--batch-size=32",
+        f"--output-dir={out}",
+        f"--cache-dir={cache}",
+    ]
+    with tfds.testing.mock_data(num_examples=100):
+        payload = main(argv)
+        assert sorted(os.listdir(out)) == ["accuracy.png", "results.json", "results.md"]
+        with open(out / "results.json") as file:
+            saved = json.load(file)
+        assert [r["method"] for r in saved["runs"]] == ["student", "kd+vid-i"]
+        assert all(r["train_images"] == 10 and r["steps"] == 1 for r in saved["runs"])
+        assert saved["config"]["backend"] == keras.backend.backend()
+        assert 0.0 <= saved["teacher"]["test_accuracy"] <= 100.0
+        assert "| kd+vid-i |" in (out / "results.md").read_text()
+        assert len(os.listdir(cache)) == 2  # the teacher and its metadata
+        # A second call reuses the cached teacher and, with --resume, every run.
+        again = main(argv + ["--resume"])
+    assert again["runs"] == payload["runs"]

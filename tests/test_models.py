@@ -1,0 +1,59 @@
+"""The experiment model builders: layer names, shapes, architecture specs."""
+
+import numpy as np
+import pytest
+
+from keras_vid.experiments import parse_architecture
+from keras_vid.models import GROUP_OUTPUTS, cnn_block_names, mlp, small_cnn, wide_resnet
+
+
+def test_small_cnn_stage_names_and_shapes():
+    model = small_cnn((4, 8, 16), convs_per_block=2, num_classes=5, input_shape=(12, 12, 1))
+    assert cnn_block_names((4, 8, 16)) == ("block1", "block2", "block3")
+    shapes = [tuple(model.get_layer(n).output.shape[1:]) for n in cnn_block_names((4, 8, 16))]
+    assert shapes == [(12, 12, 4), (6, 6, 8), (3, 3, 16)]
+    assert tuple(model.get_layer("pool").output.shape[1:]) == (16,)
+    logits = model(np.zeros((2, 12, 12, 1), "float32"))
+    assert tuple(logits.shape) == (2, 5)
+
+
+def test_mlp_hidden_names_and_shapes():
+    model = mlp((7, 5), num_classes=3, input_shape=(4, 4, 1))
+    assert tuple(model.get_layer("hidden1").output.shape[1:]) == (7,)
+    assert tuple(model.get_layer("hidden2").output.shape[1:]) == (5,)
+    assert tuple(model(np.zeros((2, 4, 4, 1), "float32")).shape) == (2, 3)
+
+
+def test_small_cnn_rejects_empty_filters():
+    with pytest.raises(ValueError, match="filters"):
+        small_cnn(())
+
+
+@pytest.mark.parametrize(
+    "spec, stages, hidden, penultimate",
+    [
+        ("wrn-10-1", GROUP_OUTPUTS, (), "pool"),
+        ("cnn-4,8", ("block1", "block2"), (), "pool"),
+        ("cnn-4,8x2", ("block1", "block2"), (), "pool"),
+        ("mlp-6,5", (), ("hidden1", "hidden2"), "hidden2"),
+    ],
+)
+def test_parse_architecture(spec, stages, hidden, penultimate):
+    arch = parse_architecture(spec)
+    assert arch.stages == stages
+    assert arch.hidden == hidden
+    assert arch.penultimate == penultimate
+    model = arch.build(10, (8, 8, 1))
+    names = {layer.name for layer in model.layers}
+    assert set(stages) | set(hidden) | {penultimate, "logits"} <= names
+
+
+@pytest.mark.parametrize("spec", ["wrn-16", "resnet-18", "cnn-", "mlp-a"])
+def test_parse_architecture_rejects_bad_names(spec):
+    with pytest.raises(ValueError):
+        parse_architecture(spec)
+
+
+def test_wide_resnet_keeps_its_names():
+    model = wide_resnet(10, 1, 10, (8, 8, 3))
+    assert {"group1", "group2", "group3", "pool", "logits"} <= {x.name for x in model.layers}
