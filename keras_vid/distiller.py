@@ -330,13 +330,9 @@ class VIDDistiller(keras.Model):
             `"kd_loss"` to scalar tensors.
         """
         logits = student_outputs[LOGITS]
-        if y is not None and self._vid_use_task_loss:
-            task = self.compute_loss(
-                x=x, y=y, y_pred=logits, sample_weight=sample_weight, training=training
-            )
-        else:
-            extra = [ops.sum(loss) for loss in self.losses]
-            task = ops.sum(ops.stack(extra)) if extra else ops.zeros((), "float32")
+        task = self.compute_loss(
+            x=x, y=y, y_pred=logits, sample_weight=sample_weight, training=training
+        )
         terms = {"task_loss": ops.cast(task, "float32")}
         vid_terms = []
         for index, head in enumerate(self.heads):
@@ -368,9 +364,33 @@ class VIDDistiller(keras.Model):
             tracker.update_state(terms[f"vid_{index}"], sample_weight=batch_size)
         if self.kd_loss_tracker in self.metrics:
             self.kd_loss_tracker.update_state(terms["kd_loss"], sample_weight=batch_size)
-        if y is None:
-            return self.get_metrics_result()
         return self.compute_metrics(x, y, logits, sample_weight)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The task loss: the compiled loss on the student's logits plus any
+        regularization losses. Without labels (distillation-only training)
+        or without a compiled loss, only the regularization losses."""
+        if y is not None and self._vid_use_task_loss:
+            return super().compute_loss(x, y, y_pred, sample_weight, training)
+        losses = [ops.sum(loss) for loss in self.losses]
+        return ops.sum(ops.stack(losses)) if losses else ops.zeros((), "float32")
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Compiled metrics on the student's logits, and every loss tracker.
+        Without labels the compiled metrics are left out of the logs."""
+        if y is not None:
+            return super().compute_metrics(x, y, y_pred, sample_weight)
+        return self.get_metrics_result()
+
+    def get_metrics_result(self):
+        """As `keras.Model`'s, leaving out compiled metrics that were never
+        built (training on unlabeled data)."""
+        logs = {}
+        for metric in self.metrics:
+            if getattr(metric, "built", True):
+                result = metric.result()
+                logs.update(result if isinstance(result, dict) else {metric.name: result})
+        return logs
 
     def train_step(self, *args):
         return vid_backend.train_step(self, *args)

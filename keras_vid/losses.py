@@ -68,6 +68,7 @@ def weighted_batch_mean(per_example, sample_weight=None):
     divided by the batch size, not by the sum of the weights, so a VID term
     is weighted exactly like the compiled task loss.
     """
+    per_example = ops.convert_to_tensor(per_example)
     if sample_weight is not None:
         sample_weight = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
         per_example = per_example * sample_weight

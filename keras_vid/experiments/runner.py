@@ -162,7 +162,10 @@ def get_teacher(arch, data_config, training, data, cache_dir, seed=0, log=print)
         teacher.compile()  # drop the optimizer state from the saved file
         teacher.save(path)
         info["train_accuracy_note"] = f"trained in {info['train_time_s']} s"
-    info["test_accuracy"] = evaluate_accuracy(teacher, data)
+    scored = {"eval_per_class": data_config.eval_per_class, "test_split": data_config.test_split}
+    if info.get("scored_on") != scored or "test_accuracy" not in info:
+        info["test_accuracy"] = evaluate_accuracy(teacher, data)
+        info["scored_on"] = scored
     info["cache_path"] = path
     with open(meta_path, "w") as file:
         json.dump({k: v for k, v in info.items() if k != "cache_path"}, file, indent=1)

@@ -1,0 +1,88 @@
+"""Shared fixtures: tiny teacher/student models and backend-specific gradients."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+BACKEND = keras.backend.backend()
+
+
+def pytest_report_header(config):
+    return f"keras {keras.__version__}, backend {BACKEND}"
+
+
+def small_cnn(prefix, width, num_classes=5, input_shape=(8, 8, 3), counter=None):
+    """A tiny CNN with BatchNorm; layer names are `<prefix>_<role>`.
+
+    `g1` (8×8×width), `g2` (4×4×2·width), `pool` (vector), `logits`.
+    """
+    inputs = keras.Input(input_shape)
+    x = inputs
+    if counter is not None:
+        x = counter(x)
+    x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{prefix}_conv1")(x)
+    x = keras.layers.BatchNormalization(name=f"{prefix}_bn1")(x)
+    x = keras.layers.ReLU(name=f"{prefix}_g1")(x)
+    x = keras.layers.MaxPooling2D(name=f"{prefix}_down")(x)
+    x = keras.layers.Conv2D(2 * width, 3, padding="same", use_bias=False, name=f"{prefix}_conv2")(
+        x
+    )
+    x = keras.layers.BatchNormalization(name=f"{prefix}_bn2")(x)
+    x = keras.layers.ReLU(name=f"{prefix}_g2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name=f"{prefix}_pool")(x)
+    outputs = keras.layers.Dense(num_classes, name=f"{prefix}_logits")(x)
+    return keras.Model(inputs, outputs, name=prefix)
+
+
+CNN_PAIRS = [("s_g1", "t_g1"), ("s_g2", "t_g2"), ("s_pool", "t_logits")]
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 5, size=(32,))
+    return x, y
+
+
+@pytest.fixture
+def models():
+    keras.utils.set_random_seed(0)
+    return small_cnn("t", 8), small_cnn("s", 4)
+
+
+def to_numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def weights_of(model_or_layer):
+    return [to_numpy(w).copy() for w in model_or_layer.weights]
+
+
+def value_and_grad(fn, value):
+    """`fn(x)` and d fn / d x at `value` (a NumPy array), on the current backend."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.Variable(value)
+        with tf.GradientTape() as tape:
+            y = fn(x)
+        grad = tape.gradient(y, x)
+        return to_numpy(y), None if grad is None else to_numpy(grad)
+    if BACKEND == "jax":
+        import jax
+
+        y, g = jax.value_and_grad(fn)(jax.numpy.asarray(value))
+        return to_numpy(y), to_numpy(g)
+    import torch
+
+    x = torch.tensor(value, requires_grad=True)
+    y = fn(x)
+    y.backward()
+    grad = None if x.grad is None else x.grad.detach().cpu().numpy()
+    return y.detach().cpu().numpy(), grad
+
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,0 +1,86 @@
+"""Independent NumPy implementations of the VID head, used as test oracles."""
+
+import math
+
+import keras
+import numpy as np
+
+
+def softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def nll(teacher, mean, std, reduction="mean"):
+    """Per-example Gaussian NLL without constants, in float64."""
+    teacher, mean, std = (np.asarray(a, dtype="float64") for a in (teacher, mean, std))
+    per_element = np.log(std) + (teacher - mean) ** 2 / (2.0 * std**2)
+    axes = tuple(range(1, per_element.ndim))
+    return per_element.sum(axis=axes) if reduction == "sum" else per_element.mean(axis=axes)
+
+
+def adaptive_average_pool(x, output_size):
+    """PyTorch-style adaptive average pooling over the spatial axes of `x`."""
+    x = np.asarray(x, dtype="float64")
+    for axis, out in enumerate(output_size, start=1):
+        length = x.shape[axis]
+        slices = []
+        for i in range(out):
+            start, end = (i * length) // out, math.ceil((i + 1) * length / out)
+            slices.append(np.take(x, range(start, end), axis=axis).mean(axis=axis, keepdims=True))
+        x = np.concatenate(slices, axis=axis)
+    return x
+
+
+def _layer(layer, x):
+    w = [keras.ops.convert_to_numpy(v).astype("float64") for v in layer.weights]
+    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
+        kernel = w[0].reshape(w[0].shape[-2], w[0].shape[-1])
+        return x @ kernel + (w[1] if len(w) > 1 else 0.0)
+    if isinstance(layer, keras.layers.Dense):
+        return x @ w[0] + (w[1] if len(w) > 1 else 0.0)
+    if isinstance(layer, keras.layers.ReLU):
+        return np.maximum(x, 0.0)
+    if isinstance(
+        layer, (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D)
+    ):
+        return x.mean(axis=tuple(range(1, x.ndim - 1)))
+    if isinstance(layer, keras.layers.Reshape):
+        return x.reshape((x.shape[0],) + tuple(layer.target_shape))
+    if isinstance(layer, keras.layers.BatchNormalization):
+        gamma, beta, moving_mean, moving_var = w
+        return (x - moving_mean) / np.sqrt(moving_var + layer.epsilon) * gamma + beta
+    raise TypeError(f"No NumPy reference for {type(layer).__name__}")
+
+
+def head_mean(head, student):
+    """μ(s) of a built `VIDHead`, evaluated in NumPy (inference mode)."""
+    x = np.asarray(student, dtype="float64")
+    if head.student_pool is not None:
+        x = adaptive_average_pool(x, head.student_pool.output_size)
+    for layer in head.regressor:
+        x = _layer(layer, x)
+    return x
+
+
+def head_target(head, teacher):
+    t = np.asarray(teacher, dtype="float64")
+    if head.teacher_pool is not None:
+        t = adaptive_average_pool(t, head.teacher_pool.output_size)
+    return t
+
+
+def head_nll(head, student, teacher):
+    """The per-example NLL a `VIDHead` should return, from its weights."""
+    alpha = keras.ops.convert_to_numpy(head.alpha).astype("float64")
+    std = softplus(alpha) + head.epsilon
+    return nll(head_target(head, teacher), head_mean(head, student), std, head.reduction)
+
+
+def softened_kl(teacher_logits, student_logits, temperature):
+    def log_softmax(z):
+        z = z - z.max(axis=-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+    t = log_softmax(np.asarray(teacher_logits, "float64") / temperature)
+    s = log_softmax(np.asarray(student_logits, "float64") / temperature)
+    return temperature**2 * (np.exp(t) * (t - s)).sum(axis=-1)

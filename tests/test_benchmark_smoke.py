@@ -1,0 +1,54 @@
+"""CI smoke run of `benchmarks/bench_step.py`, so the benchmark cannot rot.
+
+It runs the script in `--smoke` mode (tiny CNNs, one step per contender) on
+the current backend, in a subprocess with the same `KERAS_BACKEND`, and checks
+that every contender reported a finite, positive step time and every ratio a
+finite, positive value. It times nothing.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "benchmarks", "bench_step.py")
+RESULT_TAG = "BENCH_RESULT "
+
+
+def _run(*extra):
+    backend = keras.backend.backend()
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    out = subprocess.run(
+        [sys.executable, SCRIPT, "--smoke", "--backend", backend, *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    lines = [line for line in out.stdout.splitlines() if line.startswith(RESULT_TAG)]
+    assert len(lines) == 1, out.stdout[-4000:]
+    return backend, json.loads(lines[0][len(RESULT_TAG) :])
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() not in ("tensorflow", "jax", "torch"),
+    reason="VIDDistiller trains on tensorflow, jax and torch",
+)
+def test_benchmark_smoke_reports_every_contender():
+    backend, result = _run()
+    expected = {"student", "teacher", "vid", "keras_distiller"}
+    if backend == "torch":
+        expected |= {"torch_loop_keras", "torch_loop_pure", "torch_student"}
+    assert set(result["step_ms"]) == expected
+    for name, ms in result["step_ms"].items():
+        assert math.isfinite(ms) and ms > 0, (name, ms)
+    assert result["ratios"]
+    for label, ratio in result["ratios"].items():
+        assert math.isfinite(ratio["median"]) and ratio["median"] > 0, (label, ratio)
