@@ -116,6 +116,12 @@ def build_parser():
     m.add_argument("--init-variance", type=float, default=5.0)
     m.add_argument("--hidden-width", type=_optional_int, default=None)
     m.add_argument("--head-depth", type=_optional_int, default=None)
+    m.add_argument(
+        "--stages",
+        type=_list(int),
+        default=None,
+        help="stage pairs used by fitnet, at and vid-i, 1-based (e.g. 2,3). Default: all.",
+    )
 
     o = p.add_argument_group("output")
     o.add_argument("--output-dir", default=None, help="default: results/<dataset name>.")
@@ -176,6 +182,7 @@ def main(argv=None):
         init_variance=args.init_variance,
         hidden_width=args.hidden_width,
         head_depth=args.head_depth,
+        stages=tuple(args.stages) if args.stages else None,
     )
     config = {
         "command": "python -m keras_vid.experiments "

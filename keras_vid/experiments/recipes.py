@@ -33,6 +33,8 @@ class MethodConfig:
     `vid_weight` is λ per VID pair (mean reduction); `fitnet_weight` the
     weight per FitNet pair (default: λ); `at_weight` β per AT pair;
     `kd_weight` the weight of T²·KL next to the task loss (weight 1).
+    `stages` keeps only these stage pairs (1-based, e.g. `(2, 3)`) for
+    `fitnet`, `at` and `vid-i`; `None` uses them all.
     """
 
     vid_weight: float = 1.0
@@ -44,6 +46,7 @@ class MethodConfig:
     hidden_width: int | None = None
     head_depth: int | None = None
     use_batch_norm: bool = False
+    stages: tuple | None = None
 
     def head_options(self, **overrides):
         options = {
@@ -94,6 +97,8 @@ def build_method(method, teacher, student, teacher_arch, student_arch, config=No
         distiller = VIDDistiller(teacher, student, pairs=pairs, head_options=config.head_options())
         return distiller, {"vid_weight": config.vid_weight, "kd_weight": 0.0}
     pairs = stage_pairs(student_arch, teacher_arch)
+    if config.stages:
+        pairs = [pairs[i - 1] for i in config.stages]
     if method == "fitnet":
         options = config.head_options(init_variance=1.0, learn_variance=False)
         distiller = VIDDistiller(teacher, student, pairs=pairs, head_options=options)
