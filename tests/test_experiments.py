@@ -52,14 +52,15 @@ def test_attention_transfer_head_pools_the_larger_map():
         AttentionTransferHead().build((2, 3), (2, 4, 4, 3))
 
 
-def _models():
+@pytest.fixture(scope="module")
+def models():
     t_arch, s_arch = parse_architecture("cnn-6,8"), parse_architecture("cnn-3,4")
     return t_arch, s_arch, t_arch.build(10, (8, 8, 1)), s_arch.build(10, (8, 8, 1))
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_recipes(method):
-    t_arch, s_arch, teacher, student = _models()
+def test_recipes(method, models):
+    t_arch, s_arch, teacher, student = models
     config = MethodConfig(vid_weight=2.0, at_weight=500.0, kd_weight=0.5)
     model, kwargs = build_method(method, teacher, student, t_arch, s_arch, config)
     if method == "student":
