@@ -83,7 +83,7 @@ def plot_accuracy(path, runs, methods, teacher=None, title=None):
     import matplotlib.pyplot as plt
 
     summary = summarize(runs)
-    figure, axis = plt.subplots(figsize=(6.4, 4.4))
+    figure, axis = plt.subplots(figsize=(7.6, 4.4))
     for method in methods:
         if method not in summary:
             continue
@@ -106,7 +106,7 @@ def plot_accuracy(path, runs, methods, teacher=None, title=None):
     if title:
         axis.set_title(title)
     axis.grid(True, which="both", alpha=0.3)
-    axis.legend()
+    axis.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
