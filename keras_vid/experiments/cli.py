@@ -268,3 +268,8 @@ def main(argv=None):
         f"wrote {output_dir}/results.json, results.md, accuracy.png in {time.time() - start:.0f} s"
     )
     return payload
+
+
+def console_main():
+    """Entry point for a console script (returns nothing, so the exit code is 0)."""
+    main()
