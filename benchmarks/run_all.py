@@ -107,21 +107,19 @@ def render(paths):
             lines.append(f"| {label} | {target} | " + " | ".join(cells) + " |")
         lines.append("")
         if any("memory" in r for r in group):
-            unit = "device peak, MiB" if config[1] else "peak RSS over baseline, MiB"
-            lines.append(f"Peak memory ({unit}; baseline = imports + data, no model):\n")
+            unit = "device peak, MiB" if config[1] else "peak RSS added after the imports, MiB"
+            lines.append(f"Peak memory ({unit}):\n")
             lines.append("| contender | " + " | ".join(r["backend"] for r in group) + " |")
             lines.append("|---|" + "---|" * len(group))
-            mem_names = ["baseline"] + names
+            mem_names = names
             for name in mem_names:
                 cells = []
                 for r in group:
                     m = r.get("memory")
                     if m is None or name not in m["peak_mb"]:
                         cells.append("—")
-                    elif name == "baseline":
-                        cells.append(f"{m['peak_mb'][name]:.0f} (absolute)")
                     else:
-                        cells.append(f"{m['over_baseline_mb'][name]:.0f}")
+                        cells.append(f"{m['added_mb'][name]:.0f}")
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             cells = [_fmt(r["memory"]["ratio"]["value"]) if "memory" in r else "—" for r in group]
             lines.append(

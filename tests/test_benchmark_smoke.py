@@ -43,7 +43,7 @@ def _run(*extra):
 )
 def test_benchmark_smoke_reports_every_contender():
     backend, result = _run()
-    expected = {"student", "teacher", "vid", "keras_distiller"}
+    expected = {"student", "teacher", "vid", "vid_mse", "keras_distiller"}
     if backend == "torch":
         expected |= {"torch_loop_keras", "torch_loop_pure", "torch_student"}
     assert set(result["step_ms"]) == expected
