@@ -7,11 +7,12 @@ from keras_vid.models import GROUP_OUTPUTS, cnn_block_names, mlp, small_cnn
 
 
 def test_small_cnn_stage_names_and_shapes():
-    model = small_cnn((4, 8, 16), convs_per_block=2, num_classes=5, input_shape=(12, 12, 1))
-    assert cnn_block_names((4, 8, 16)) == ("block1", "block2", "block3")
-    shapes = [tuple(model.get_layer(n).output.shape[1:]) for n in cnn_block_names((4, 8, 16))]
-    assert shapes == [(12, 12, 4), (6, 6, 8), (3, 3, 16)]
-    assert tuple(model.get_layer("pool").output.shape[1:]) == (16,)
+    model = small_cnn((4, 8), convs_per_block=2, num_classes=5, input_shape=(8, 8, 1))
+    assert cnn_block_names((4, 8)) == ("block1", "block2")
+    shapes = [tuple(model.get_layer(n).output.shape[1:]) for n in cnn_block_names((4, 8))]
+    assert shapes == [(8, 8, 4), (4, 4, 8)]
+    assert "block1_relu1" in {layer.name for layer in model.layers}
+    assert tuple(model.get_layer("pool").output.shape[1:]) == (8,)
     assert tuple(model.output.shape[1:]) == (5,)
 
 
