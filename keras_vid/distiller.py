@@ -93,6 +93,16 @@ def _normalize_head_options(head_options, num_pairs):
     return options
 
 
+def _check_not_empty(x, method):
+    """Arrays with no examples fail differently on each backend; fail clearly."""
+    shape = getattr(x, "shape", None)
+    if shape is not None and len(shape) > 0 and shape[0] == 0:
+        raise ValueError(
+            f"`{method}()` received an input with 0 examples (shape {tuple(shape)}): "
+            "there is nothing to train or evaluate on."
+        )
+
+
 @keras.saving.register_keras_serializable(package="keras_vid")
 class VIDDistiller(keras.Model):
     """Distils a frozen teacher into a student with VID heads on layer pairs.
@@ -391,6 +401,14 @@ class VIDDistiller(keras.Model):
                 result = metric.result()
                 logs.update(result if isinstance(result, dict) else {metric.name: result})
         return logs
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        _check_not_empty(x, "fit")
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        _check_not_empty(x, "evaluate")
+        return super().evaluate(x, y, *args, **kwargs)
 
     def train_step(self, *args):
         return vid_backend.train_step(self, *args)

@@ -50,6 +50,12 @@ def check_same_inputs(teacher, student):
             f"teacher '{teacher.name}' input shape {(None,) + t_shape}, student "
             f"'{student.name}' input shape {(None,) + s_shape}."
         )
+    if t_in.dtype != s_in.dtype:
+        raise ValueError(
+            "The teacher and the student must take the same input dtype. Received: "
+            f"teacher '{teacher.name}' input dtype {t_in.dtype}, student "
+            f"'{student.name}' input dtype {s_in.dtype}."
+        )
 
 
 def find_layer(model, name, role):

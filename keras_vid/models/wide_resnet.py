@@ -15,7 +15,7 @@ pairs can be written by hand:
 import keras
 
 
-def _block(x, channels, stride, dropout, weight_decay, name):
+def _block(x, channels, stride, dropout, weight_decay, bn_momentum, name):
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
     conv = dict(
         padding="same",
@@ -23,7 +23,7 @@ def _block(x, channels, stride, dropout, weight_decay, name):
         kernel_initializer="he_normal",
         kernel_regularizer=regularizer,
     )
-    pre = keras.layers.BatchNormalization(name=f"{name}_bn1")(x)
+    pre = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn1")(x)
     pre = keras.layers.ReLU(name=f"{name}_relu1")(pre)
     equal = x.shape[-1] == channels and stride == 1
     shortcut = (
@@ -32,7 +32,7 @@ def _block(x, channels, stride, dropout, weight_decay, name):
         else keras.layers.Conv2D(channels, 1, strides=stride, name=f"{name}_shortcut", **conv)(pre)
     )
     y = keras.layers.Conv2D(channels, 3, strides=stride, name=f"{name}_conv1", **conv)(pre)
-    y = keras.layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn2")(y)
     y = keras.layers.ReLU(name=f"{name}_relu2")(y)
     if dropout:
         y = keras.layers.Dropout(dropout, name=f"{name}_dropout")(y)
@@ -47,6 +47,7 @@ def wide_resnet(
     input_shape=(32, 32, 3),
     dropout=0.0,
     weight_decay=0.0,
+    bn_momentum=0.9,
     name=None,
 ):
     """Build a functional pre-activation WRN-`depth`-`width`.
@@ -59,6 +60,8 @@ def wide_resnet(
         dropout: dropout rate between the two convolutions of each block.
         weight_decay: L2 factor on convolution and dense kernels (0: none;
             optimizers' `weight_decay` is the usual alternative).
+        bn_momentum: BatchNorm moving-average momentum; 0.9 matches the
+            PyTorch reference implementations (Keras's 0.99 lags in short runs).
         name: model name; default `"wrn_<depth>_<width>"`.
 
     Returns:
@@ -93,9 +96,10 @@ def wide_resnet(
                 stride if block == 0 else 1,
                 dropout,
                 weight_decay,
+                bn_momentum,
                 name=f"group{group}" if last else f"group{group}_block{block + 1}",
             )
-    x = keras.layers.BatchNormalization(name="final_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=bn_momentum, name="final_bn")(x)
     x = keras.layers.ReLU(name="final_relu")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(num_classes, kernel_regularizer=regularizer, name="logits")(x)
