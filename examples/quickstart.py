@@ -30,7 +30,7 @@ def cnn(prefix, widths, name):
     x = inputs
     for stage, width in enumerate(widths, start=1):
         x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
-        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.BatchNormalization(momentum=0.9)(x)
         x = keras.layers.ReLU(name=f"{prefix}_stage{stage}")(x)
         if stage < len(widths):
             x = keras.layers.MaxPooling2D()(x)
