@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import keras
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "bench_step.py")
@@ -37,10 +36,6 @@ def _run(*extra):
     return backend, json.loads(lines[0][len(RESULT_TAG) :])
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() not in ("tensorflow", "jax", "torch"),
-    reason="VIDDistiller trains on tensorflow, jax and torch",
-)
 def test_benchmark_smoke_reports_every_contender():
     backend, result = _run()
     expected = {"student", "teacher", "vid", "vid_mse", "keras_distiller"}
