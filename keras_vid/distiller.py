@@ -323,9 +323,14 @@ class VIDDistiller(keras.Model):
     # ---------------------------------------------------------------- the step
 
     @property
+    def _logs_kd(self):
+        """Whether `kd_loss` is tracked: only when compiled with `kd_weight > 0`."""
+        return bool(self._vid_compile_args.get("kd_weight"))
+
+    @property
     def metrics(self):
         metrics = super().metrics
-        if not self._vid_compile_args.get("kd_weight"):
+        if not self._logs_kd:
             metrics = [m for m in metrics if m is not self.kd_loss_tracker]
         return metrics
 
@@ -372,7 +377,7 @@ class VIDDistiller(keras.Model):
         self.task_loss_tracker.update_state(terms["task_loss"], sample_weight=batch_size)
         for index, tracker in enumerate(self.vid_loss_trackers):
             tracker.update_state(terms[f"vid_{index}"], sample_weight=batch_size)
-        if self.kd_loss_tracker in self.metrics:
+        if self._logs_kd:
             self.kd_loss_tracker.update_state(terms["kd_loss"], sample_weight=batch_size)
         return self.compute_metrics(x, y, logits, sample_weight)
 
