@@ -92,7 +92,8 @@ def _missing(model, name, role, path=None):
         return ValueError(f"The {role} model '{model.name}' has no layer named '{name}'.{hint}")
     hint = f" Close matches at that level: {close}." if close else f" Its layers: {names[:30]}."
     return ValueError(
-        f"The {role} layer path '{path}' cannot be followed: model '{model.name}' has no layer named '{name}'.{hint}"
+        f"The {role} layer path '{path}' cannot be followed: model '{model.name}' "
+        f"has no layer named '{name}'.{hint}"
     )
 
 
