@@ -3,9 +3,9 @@
 The floor ratio compares a VID step with one student training step plus one
 teacher inference pass; a VID step also trains the regressors μ(s) of the
 heads, which the floor does not count. This script counts the MACs of every
-convolution and dense layer (forward pass; a training step is taken as 3×
-the forward pass: forward, gradient w.r.t. inputs, gradient w.r.t. weights)
-and prints the floor ratio that compute alone predicts:
+convolution and dense layer with `keras_vid.flops` (forward pass; a training
+step is taken as 3× the forward pass: forward, gradient w.r.t. inputs,
+gradient w.r.t. weights) and prints the floor ratio that compute alone predicts:
 
     (3·S + T + 3·H) / (3·S + T)
 
@@ -20,42 +20,21 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import keras  # noqa: E402
 from bench_step import CONFIGS, GROUPS, NUM_CLASSES  # noqa: E402
 
-
-def layer_macs(layer, input_shape, output_shape):
-    """Per-example forward MACs of a Conv or Dense layer (0 for other layers)."""
-    if isinstance(layer, keras.layers.Conv2D):
-        kh, kw = layer.kernel_size
-        return output_shape[1] * output_shape[2] * kh * kw * input_shape[-1] * layer.filters
-    if isinstance(layer, keras.layers.Dense):
-        return input_shape[-1] * layer.units
-    return 0
-
-
-def model_macs(model):
-    return sum(
-        layer_macs(layer, layer.input.shape, layer.output.shape)
-        for layer in model.layers
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
-    )
+from keras_vid.flops import head_macs as vid_head_macs  # noqa: E402
+from keras_vid.flops import model_macs  # noqa: E402
 
 
 def head_macs(student, teacher, pairs):
+    """Forward MACs per example of the default VID heads on `pairs`."""
     import keras_vid
 
     total = 0
     for s_name, t_name in pairs:
         head = keras_vid.VIDHead()
-        shape = student.get_layer(s_name).output.shape
-        head.build(shape, teacher.get_layer(t_name).output.shape)
-        if head.student_pool is not None:
-            shape = head.student_pool.compute_output_shape(shape)
-        for layer in head.regressor:
-            out = layer.compute_output_shape(shape)
-            total += layer_macs(layer, shape, out)
-            shape = out
+        head.build(student.get_layer(s_name).output.shape, teacher.get_layer(t_name).output.shape)
+        total += vid_head_macs(head)
     return total
 
 
