@@ -4,6 +4,7 @@ import numbers
 import warnings
 
 import keras
+import numpy as np
 from keras import ops
 from keras.saving import deserialize_keras_object, serialize_keras_object
 
@@ -18,6 +19,7 @@ from keras_vid.features import (
     pair_key,
 )
 from keras_vid.losses import softened_kl, weighted_batch_mean
+from keras_vid.step_guard import flag_names, step_flags
 from keras_vid.vid_head import VIDHead
 
 HEAD_OPTIONS = (
@@ -218,6 +220,21 @@ class VIDDistiller(keras.Model):
         self.kd_weight = self.add_weight(
             name="kd_weight", shape=(), initializer="zeros", trainable=False
         )
+        # Skipped steps (see `keras_vid.step_guard`): how many, and the flags
+        # and step index of the latest, for `NonFiniteMonitor` to report.
+        self.skipped_steps = self.add_weight(
+            name="skipped_steps", shape=(), dtype="int32", initializer="zeros", trainable=False
+        )
+        self.last_skip_flags = self.add_weight(
+            name="last_skip_flags",
+            shape=(len(flag_names(pairs)),),
+            dtype="int32",
+            initializer="zeros",
+            trainable=False,
+        )
+        self.last_skipped_step = self.add_weight(
+            name="last_skipped_step", shape=(), dtype="int32", initializer="zeros", trainable=False
+        )
         self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
         self.vid_loss_trackers = [
             keras.metrics.Mean(name=f"vid_{index}") for index in range(len(pairs))
@@ -369,6 +386,41 @@ class VIDDistiller(keras.Model):
         )
         return loss, terms
 
+    def step_flags(self, x, y, teacher_outputs, student_outputs, loss, gradients):
+        """Flags of this training step and whether its update is safe to apply
+        (see `keras_vid.step_guard`). With a `LossScaleOptimizer`, non-finite
+        gradients are left to it (it skips the step and lowers the scale)."""
+        scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        return step_flags(
+            len(self.pairs),
+            x,
+            y,
+            teacher_outputs,
+            student_outputs[LOGITS],
+            loss,
+            [] if scaled else gradients,
+        )
+
+    @property
+    def step_state_variables(self):
+        """The non-trainable variables a training step's forward pass may change
+        (BatchNorm statistics, seed states of the student and the heads); a
+        skipped step puts them back."""
+        variables = list(self.student.non_trainable_variables)
+        for head in self.heads:
+            variables += head.non_trainable_variables
+        return variables
+
+    def record_step(self, flags, ok):
+        """Count a skipped step and keep its flags and its index
+        (`optimizer.iterations` counts applied steps only)."""
+        skipped = ops.logical_not(ok)
+        count = self.skipped_steps.value
+        step = ops.cast(self.optimizer.iterations.value, "int32") + count
+        self.last_skip_flags.assign(ops.where(skipped, flags, self.last_skip_flags.value))
+        self.last_skipped_step.assign(ops.where(skipped, step, self.last_skipped_step.value))
+        self.skipped_steps.assign(count + ops.cast(skipped, "int32"))
+
     def log_step(self, x, y, sample_weight, student_outputs, loss, terms):
         """Update the loss trackers and compiled metrics; return the logs."""
         logits = student_outputs[LOGITS]
@@ -407,12 +459,40 @@ class VIDDistiller(keras.Model):
                 logs.update(result if isinstance(result, dict) else {metric.name: result})
         return logs
 
-    def fit(self, x=None, y=None, *args, **kwargs):
+    def _check_labels(self, y, method):
+        """Integer labels outside the logits' classes fail differently on each
+        backend (an error, an index error, or a silently wrong loss on JAX);
+        arrays are checked up front, other data by the step guard."""
+        if not self._vid_use_task_loss or y is None or not hasattr(y, "dtype"):
+            return
+        labels = np.asarray(y)
+        classes = self.student.outputs[0].shape[-1]
+        sparse = labels.ndim == 1 or (labels.ndim == 2 and labels.shape[-1] == 1)
+        if not np.issubdtype(labels.dtype, np.integer) or not sparse or not classes:
+            return
+        if labels.size and (labels.min() < 0 or labels.max() >= classes):
+            raise ValueError(
+                f"`{method}()` received labels in [{labels.min()}, {labels.max()}], but the "
+                f"student '{self.student.name}' has {classes} output classes: integer "
+                f"labels must lie in [0, {classes})."
+            )
+
+    def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
+        """`keras.Model.fit`, adding a `NonFiniteMonitor` unless `callbacks`
+        already has one, so skipped steps are reported."""
+        from keras_vid.callbacks.non_finite import NonFiniteMonitor
+
         _check_not_empty(x, "fit")
-        return super().fit(x, y, *args, **kwargs)
+        self._check_labels(y, "fit")
+        if len(args) < 4 and (callbacks is None or isinstance(callbacks, (list, tuple))):
+            callbacks = list(callbacks or [])
+            if not any(isinstance(c, NonFiniteMonitor) for c in callbacks):
+                callbacks.append(NonFiniteMonitor())
+        return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         _check_not_empty(x, "evaluate")
+        self._check_labels(y, "evaluate")
         return super().evaluate(x, y, *args, **kwargs)
 
     def train_step(self, *args):

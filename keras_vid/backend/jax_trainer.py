@@ -2,7 +2,8 @@
 
 The teacher's forward pass is evaluated outside `jax.value_and_grad`, so it
 is a constant of the differentiated function; the student and the heads run
-once inside it.
+once inside it. A step whose flags are raised (`keras_vid.step_guard`) keeps
+the previous trainable, non-trainable and optimizer state.
 """
 
 import jax
@@ -49,6 +50,14 @@ def _log(distiller, metrics_values, x, y, sample_weight, student_outputs, loss, 
     return logs, metrics_values
 
 
+def _record(distiller, non_trainable, optimizer_values, flags, ok):
+    mapping = _mapping(distiller.non_trainable_variables, non_trainable)
+    mapping += _mapping(distiller.optimizer.variables, optimizer_values)
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        distiller.record_step(flags, ok)
+    return [scope.get_current_value(v) for v in distiller.non_trainable_variables]
+
+
 def train_step(distiller, state, data):
     trainable, non_trainable, optimizer_values, metrics_values = state
     x, y, sample_weight = unpack_x_y_sample_weight(data)
@@ -71,8 +80,19 @@ def train_step(distiller, state, data):
         return scaled_loss, (loss, terms, student_outputs, non_trainable)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (_, (loss, terms, student_outputs, non_trainable)), grads = grad_fn(trainable, non_trainable)
-    trainable, optimizer_values = optimizer.stateless_apply(optimizer_values, grads, trainable)
+    (_, (loss, terms, student_outputs, new_non_trainable)), grads = grad_fn(
+        trainable, non_trainable
+    )
+    flags, ok = distiller.step_flags(x, y, teacher_outputs, student_outputs, loss, grads)
+    new_trainable, new_optimizer_values = optimizer.stateless_apply(
+        optimizer_values, grads, trainable
+    )
+    trainable, non_trainable, optimizer_values = jax.tree_util.tree_map(
+        lambda new, old: jax.numpy.where(ok, new, old),
+        (new_trainable, new_non_trainable, new_optimizer_values),
+        (trainable, non_trainable, optimizer_values),
+    )
+    non_trainable = _record(distiller, non_trainable, optimizer_values, flags, ok)
     logs, metrics_values = _log(
         distiller, metrics_values, x, y, sample_weight, student_outputs, loss, terms
     )

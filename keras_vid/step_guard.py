@@ -1,0 +1,100 @@
+"""Skipping a training step that would poison the weights, and saying why.
+
+A NaN or Inf in an input batch or in a teacher feature, or a label outside
+the logits' classes, turns one step's update into garbage that no later
+step repairs. The training steps compute a small vector of flags for every
+batch (in `keras.ops`, shared by all backends) and apply the update only
+when every flag is clear; otherwise the student, the heads, the optimizer
+state and the BatchNorm statistics stay as they were. The loss trackers
+still see the step, so the logs show the non-finite values and
+`keras.callbacks.TerminateOnNaN` stops training as usual.
+
+Flag layout (one int32 per entry, 1 = at fault):
+
+    [input, labels, teacher logits, teacher pair 0, ..., teacher pair K-1,
+     loss or gradients]
+"""
+
+import keras
+from keras import ops, tree
+
+from keras_vid.features import LOGITS, pair_key
+
+
+def flag_names(pairs):
+    """Human-readable name of every flag, in order."""
+    names = ["the input batch", "the labels", "the teacher's logits"]
+    names += [
+        f"the teacher feature of pair {index} ({s_name!r} ← {t_name!r})"
+        for index, (s_name, t_name) in enumerate(pairs)
+    ]
+    names.append("the loss or its gradients")
+    return names
+
+
+def _all_finite(values):
+    checks = [
+        ops.all(ops.isfinite(value))
+        for value in tree.flatten(values)
+        if value is not None
+        and keras.backend.is_float_dtype(keras.backend.standardize_dtype(value.dtype))
+    ]
+    if not checks:
+        return ops.convert_to_tensor(True)
+    return ops.all(ops.stack(checks))
+
+
+def _labels_in_range(y, logits):
+    """False when `y` holds integer class indices outside `[0, classes)`."""
+    if y is None or isinstance(y, (dict, list, tuple)):
+        return ops.convert_to_tensor(True)
+    if "int" not in keras.backend.standardize_dtype(y.dtype):
+        return ops.convert_to_tensor(True)
+    sparse = len(y.shape) == len(logits.shape) - 1 or (
+        len(y.shape) == len(logits.shape) and y.shape[-1] == 1 and logits.shape[-1] != 1
+    )
+    classes = logits.shape[-1]
+    if not sparse or classes is None:
+        return ops.convert_to_tensor(True)
+    return ops.logical_and(ops.all(y >= 0), ops.all(y < classes))
+
+
+def batch_flags(num_pairs, x, y, teacher_outputs, student_logits):
+    """The flags of everything known before the update: input, labels, teacher."""
+    checks = [
+        _all_finite(x),
+        _labels_in_range(y, student_logits),
+        _all_finite(teacher_outputs[LOGITS]),
+    ]
+    checks += [_all_finite(teacher_outputs[pair_key(k)]) for k in range(num_pairs)]
+    return ops.logical_not(ops.stack(checks))
+
+
+def step_flags(num_pairs, x, y, teacher_outputs, student_logits, loss, gradients):
+    """All flags of a training step (int32 vector) and whether the update is safe."""
+    update_ok = ops.logical_and(
+        ops.all(ops.isfinite(loss)), _all_finite([g for g in gradients if g is not None])
+    )
+    flags = ops.concatenate(
+        [
+            batch_flags(num_pairs, x, y, teacher_outputs, student_logits),
+            ops.expand_dims(ops.logical_not(update_ok), 0),
+        ]
+    )
+    ok = ops.logical_not(ops.any(flags))
+    return ops.cast(flags, "int32"), ok
+
+
+def describe(pairs, flags):
+    """The culprits named by a flag vector (NumPy or list), as a sentence."""
+    names = flag_names(pairs)
+    at_fault = [name for name, flag in zip(names, list(flags)) if int(flag)]
+    if not at_fault:
+        return "no culprit was recorded"
+    detail = {
+        "the input batch": "the input batch contains NaN or Inf",
+        "the labels": "the labels are outside [0, number of classes)",
+        "the teacher's logits": "the teacher's logits contain NaN or Inf",
+        "the loss or its gradients": "the loss or its gradients are NaN or Inf",
+    }
+    return "; ".join(detail.get(name, f"{name} contains NaN or Inf") for name in at_fault)
