@@ -1,0 +1,314 @@
+"""`suggest_pairs`: VID layer pairs read off the teacher's and student's graphs.
+
+A CNN computes at a few spatial resolutions, one stage after another; the
+natural layers to pair are the ends of those stages, where each network has
+finished with a resolution. `suggest_pairs` finds them on both models,
+matches them by resolution and returns `(student_layer, teacher_layer)`
+pairs for `VIDDistiller(pairs=...)`, with a table of the layers, their
+shapes and what each head would cost.
+
+How a stage end is found (on the model's flat graph, nested functional
+models inlined, so the names may be paths such as `"backbone/conv3_block2_out"`):
+
+1. Only *cut points* qualify: layers every input-to-output path goes
+   through (a block's output, not a layer inside one of its branches).
+2. Consecutive cut points at one spatial resolution form a stage; stages
+   without any layer with weights (a lone pooling layer) are skipped.
+3. In a stage with residual merges (`Add`...), the end is the last merge,
+   or the activation that directly follows it (post-activation ResNets:
+   `conv3_block2_out`). So in a pre-activation network such as this
+   package's Wide ResNets the end is the group output (`group1`), not the
+   next group's BN-ReLU that still runs at the old resolution.
+4. Otherwise (plain CNNs) the end is the stage's last cut point, skipping
+   back over dropout-like layers to the activation before them.
+
+The vector stage is the penultimate vector (the last cut point of rank 2
+before the output, e.g. `pool`) and the logits are the model's output.
+"""
+
+import dataclasses
+
+import keras
+
+from keras_vid.features import check_symbolic_model, flat_graph
+from keras_vid.vid_head import VIDHead
+
+AUTO = "auto"
+PASSTHROUGH_LAYERS = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianDropout,
+    keras.layers.GaussianNoise,
+    keras.layers.AlphaDropout,
+    keras.layers.ActivityRegularization,
+    keras.layers.Identity,
+)
+ACTIVATION_LAYERS = (
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.PReLU,
+)
+
+
+@dataclasses.dataclass
+class Stage:
+    """A stage end: its layer path, output shape (batch included) and kind
+    (`"map"`, `"vector"` for the penultimate vector, or `"logits"`)."""
+
+    path: str
+    shape: tuple
+    kind: str
+
+    @property
+    def resolution(self):
+        """Spatial size of a map stage, `None` for vectors."""
+        return tuple(self.shape[1:-1]) if self.kind == "map" else None
+
+
+def _is_map(shape):
+    return len(shape) >= 3
+
+
+def model_stages(model, role="model"):
+    """The stage ends of `model`: map stages in order, then the penultimate
+    vector and the logits (each when present). See the module docstring.
+
+    Args:
+        model: a single-input, single-output functional or Sequential model.
+        role: how errors name the model (`"teacher"`, `"student"`).
+
+    Returns:
+        A list of `Stage`.
+    """
+    check_symbolic_model(model, role)
+    graph = flat_graph(model)
+    calls = graph.calls
+    producer = {id(t): i for i, call in enumerate(calls) for t in call.outputs}
+    out = producer.get(id(graph.output))
+    if out is None:
+        raise ValueError(f"The {role} model '{model.name}' output is not produced by a layer.")
+
+    # Calls that lead to the output, and the cut points among them: a call is
+    # a cut unless an edge jumps over it in topological order.
+    useful, stack = set(), [out]
+    while stack:
+        index = stack.pop()
+        if index not in useful:
+            useful.add(index)
+            stack += [producer[id(t)] for t in calls[index].inputs if id(t) in producer]
+    jumps = [0] * (len(calls) + 1)
+    for index in useful:
+        for tensor in calls[index].inputs:
+            source = producer.get(id(tensor), -1)
+            if source + 1 < index:
+                jumps[source + 1] += 1
+                jumps[index] -= 1
+    covered, cuts = 0, []
+    for index in range(len(calls)):
+        covered += jumps[index]
+        if index in useful and covered == 0 and len(calls[index].outputs) == 1:
+            cuts.append(index)
+
+    def shape(index):
+        return tuple(calls[index].outputs[0].shape)
+
+    runs = []
+    for index in cuts:
+        if index == out or not _is_map(shape(index)):
+            continue
+        resolution = shape(index)[1:-1]
+        if any(d is None for d in resolution):
+            raise ValueError(
+                f"The {role} model '{model.name}' has feature maps of unknown spatial "
+                f"size (layer '{calls[index].path}': {shape(index)}), so its stages "
+                "cannot be found. Build it on a `keras.Input` with a fixed image size."
+            )
+        if (
+            runs
+            and shape(runs[-1][-1])[1:-1] == resolution
+            and runs[-1][-1] == _previous(cuts, index)
+        ):
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+
+    stages = []
+    for run in runs:
+        if not any(calls[i].layer.weights for i in run):
+            continue
+        stages.append(
+            Stage(calls[_stage_end(run, calls)].path, shape(_stage_end(run, calls)), "map")
+        )
+    vectors = [i for i in cuts if i < out and len(shape(i)) == 2]
+    if vectors:
+        end = vectors[-1]
+        while (
+            isinstance(calls[end].layer, PASSTHROUGH_LAYERS)
+            and _previous(vectors, end) is not None
+        ):
+            end = _previous(vectors, end)
+        stages.append(Stage(calls[end].path, shape(end), "vector"))
+    stages.append(Stage(calls[out].path, shape(out), "logits"))
+    return stages
+
+
+def _previous(items, item):
+    position = items.index(item)
+    return items[position - 1] if position > 0 else None
+
+
+def _stage_end(run, calls):
+    merges = [i for i in run if len(calls[i].inputs) >= 2]
+    if merges:
+        end = merges[-1]
+        following = run[run.index(end) + 1 :]
+        for nxt in following:
+            if isinstance(calls[nxt].layer, ACTIVATION_LAYERS) and any(
+                t is calls[end].outputs[0] for t in calls[nxt].inputs
+            ):
+                end = nxt
+            else:
+                break
+        return end
+    end = run[-1]
+    while isinstance(calls[end].layer, PASSTHROUGH_LAYERS) and run.index(end) > 0:
+        end = run[run.index(end) - 1]
+    return end
+
+
+@dataclasses.dataclass
+class SuggestedPair:
+    """One suggested pair, with what the table shows about it."""
+
+    student: Stage
+    teacher: Stage
+    reason: str
+    head_params: int
+
+
+class SuggestedPairs(list):
+    """A list of `(student_layer, teacher_layer)` pairs (pass it as
+    `VIDDistiller(pairs=...)`), with `details`, the stages of both models
+    and `print_table()` / `table()` describing them."""
+
+    def __init__(self, details, teacher_stages, student_stages):
+        super().__init__((d.student.path, d.teacher.path) for d in details)
+        self.details = details
+        self.teacher_stages = teacher_stages
+        self.student_stages = student_stages
+
+    def table(self):
+        """The table of the suggested pairs, as a string."""
+        header = ("#", "student layer", "shape", "teacher layer", "shape", "why", "head params")
+        rows = [
+            (
+                str(index),
+                d.student.path,
+                _shape(d.student.shape),
+                d.teacher.path,
+                _shape(d.teacher.shape),
+                d.reason,
+                f"{d.head_params:,}",
+            )
+            for index, d in enumerate(self.details)
+        ]
+        widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+        lines = [
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+            for row in [header] + rows
+        ]
+        lines.insert(1, "  ".join("-" * width for width in widths))
+        return "\n".join(lines)
+
+    def print_table(self, print_fn=print):
+        """Print `table()`."""
+        print_fn(self.table())
+
+
+def _shape(shape):
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def _head_params(student, teacher, head_options):
+    head = VIDHead(**(head_options or {}))
+    head.build(student.shape, teacher.shape)
+    return head.count_params()
+
+
+def suggest_pairs(teacher, student, logits=AUTO, head_options=None, verbose=False):
+    """Suggest VID pairs: matching stage ends of `student` and `teacher`.
+
+    Map stages are paired when their spatial resolutions are equal (a
+    stage at a resolution the other model lacks is left out). The student's
+    penultimate vector paired with the teacher's logits (VID-LP) is added
+    when `logits=True`, or with the default `"auto"` only when no map pair
+    exists (for instance an MLP student): with map pairs the suggestion is
+    VID-I, the paper's setting for CNN students and the one the
+    measurements in results/README.md use.
+
+    Args:
+        teacher: functional or Sequential teacher (its output the logits).
+        student: functional or Sequential student.
+        logits: `"auto"`, `True` or `False`: whether to add the
+            (student penultimate vector, teacher logits) pair.
+        head_options: `VIDHead` options used to count each head's parameters
+            in the table (as passed to `VIDDistiller(head_options=...)`).
+        verbose: print the table.
+
+    Returns:
+        A `SuggestedPairs` list of `(student_layer, teacher_layer)` names.
+
+    Example:
+
+    ```python
+    pairs = keras_vid.suggest_pairs(teacher, student)
+    pairs.print_table()
+    distiller = keras_vid.VIDDistiller(teacher, student, pairs=pairs)
+    ```
+    """
+    if logits not in (AUTO, True, False):
+        raise ValueError(f"`logits` must be 'auto', True or False. Received: logits={logits!r}")
+    teacher_stages = model_stages(teacher, "teacher")
+    student_stages = model_stages(student, "student")
+    teacher_maps = {s.resolution: s for s in teacher_stages if s.kind == "map"}
+    chosen = []
+    for stage in student_stages:
+        if stage.kind == "map" and stage.resolution in teacher_maps:
+            size = "×".join(str(d) for d in stage.resolution)
+            chosen.append((stage, teacher_maps[stage.resolution], f"{size} stage end"))
+    s_vector = next((s for s in student_stages if s.kind == "vector"), None)
+    t_logits = next(s for s in teacher_stages if s.kind == "logits")
+    if (logits is True or (logits == AUTO and not chosen)) and s_vector is not None:
+        if len(t_logits.shape) == 2:
+            chosen.append((s_vector, t_logits, "VID-LP (penultimate → logits)"))
+    if not chosen:
+        why = (
+            "VID-LP is disabled (logits=False)"
+            if logits is False
+            else "the student has no penultimate vector for VID-LP"
+        )
+        raise ValueError(
+            "No pair to suggest: the student's and the teacher's stages share no "
+            f"spatial resolution and {why}. "
+            f"Teacher stages: {[(s.path, _shape(s.shape)) for s in teacher_stages]}; "
+            f"student stages: {[(s.path, _shape(s.shape)) for s in student_stages]}."
+        )
+    details = [
+        SuggestedPair(s, t, reason, _head_params(s, t, head_options)) for s, t, reason in chosen
+    ]
+    pairs = SuggestedPairs(details, teacher_stages, student_stages)
+    if verbose:
+        pairs.print_table()
+    return pairs
+
+
+def resolve_pairs(teacher, student, pairs, **kwargs):
+    """`suggest_pairs(teacher, student, **kwargs)` when `pairs == "auto"`,
+    else `pairs` unchanged (for `VIDDistiller(pairs="auto")`)."""
+    if isinstance(pairs, str) and pairs == AUTO:
+        return suggest_pairs(teacher, student, **kwargs)
+    return pairs
