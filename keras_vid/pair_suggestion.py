@@ -13,7 +13,7 @@ models inlined, so the names may be paths such as `"backbone/conv3_block2_out"`)
 1. Only *cut points* qualify: layers every input-to-output path goes
    through (a block's output, not a layer inside one of its branches).
 2. Consecutive cut points at one spatial resolution form a stage; stages
-   without any layer with weights (a lone pooling layer) are skipped.
+   that compute nothing with weights (a lone pooling layer) are skipped.
 3. In a stage with residual merges (`Add`...), the end is the last merge,
    or the activation that directly follows it (post-activation ResNets:
    `conv3_block2_out`). So in a pre-activation network such as this
@@ -138,8 +138,10 @@ def model_stages(model, role="model"):
 
     stages = []
     for run in runs:
-        if not any(calls[i].layer.weights for i in run):
-            continue
+        start = _previous(cuts, run[0])
+        span = range(0 if start is None else start + 1, run[-1] + 1)
+        if not any(calls[i].layer.weights for i in span):
+            continue  # e.g. a lone pooling layer between two stages
         stages.append(
             Stage(calls[_stage_end(run, calls)].path, shape(_stage_end(run, calls)), "map")
         )

@@ -1,0 +1,162 @@
+"""`suggest_pairs` on WRNs, plain CNNs, an MLP student and nested backbones."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import small_cnn, to_numpy
+
+from keras_vid import VIDDistiller
+from keras_vid.models import mlp, wide_resnet
+from keras_vid.pair_suggestion import model_stages, resolve_pairs, suggest_pairs
+
+
+def test_wrn_16_2_to_16_1_pairs_the_group_outputs():
+    keras.utils.set_random_seed(0)
+    teacher = wide_resnet(16, 2, 10, (8, 8, 3))
+    student = wide_resnet(16, 1, 10, (8, 8, 3))
+    pairs = suggest_pairs(teacher, student)
+    assert pairs == [("group1", "group1"), ("group2", "group2"), ("group3", "group3")]
+    # Three 1×1 convolutions C_s → C_t → C_t → C_t, plus one α per teacher channel.
+    expected = [c * 2 * c + 2 * (2 * c) ** 2 + 2 * c for c in (16, 32, 64)]
+    assert [d.head_params for d in pairs.details] == expected == [2592, 10304, 41088]
+    with_lp = suggest_pairs(teacher, student, logits=True)
+    assert with_lp[:3] == pairs and with_lp[3] == ("pool", "logits")
+    assert with_lp.details[3].head_params == 64 * 10 + 10 + 10
+    assert [s.path for s in model_stages(teacher)] == [
+        "group1",
+        "group2",
+        "group3",
+        "pool",
+        "logits",
+    ]
+
+
+def test_plain_cnns_and_the_table():
+    keras.utils.set_random_seed(0)
+    pairs = suggest_pairs(small_cnn("t", 8), small_cnn("s", 4))
+    assert pairs == [("s_g1", "t_g1"), ("s_g2", "t_g2")]
+    printed = []
+    pairs.print_table(printed.append)
+    (table,) = printed
+    assert table == pairs.table()
+    lines = table.splitlines()
+    assert len(lines) == 4
+    assert lines[2].split() == [
+        "0",
+        "s_g1",
+        "(None,",
+        "8,",
+        "8,",
+        "4)",
+        "t_g1",
+        "(None,",
+        "8,",
+        "8,",
+        "8)",
+        "8×8",
+        "stage",
+        "end",
+        "168",
+    ]
+
+
+def test_dropout_at_a_stage_end_is_skipped_and_unmatched_stages_are_left_out():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="c1")(inputs)
+    x = keras.layers.ReLU(name="r1")(x)
+    x = keras.layers.Dropout(0.2, name="drop1")(x)
+    x = keras.layers.MaxPooling2D(name="p1")(x)
+    x = keras.layers.Conv2D(4, 3, padding="same", name="c2")(x)
+    x = keras.layers.MaxPooling2D(name="p2")(x)  # a 2×2 stage the teacher lacks
+    x = keras.layers.Conv2D(4, 1, name="c3")(x)
+    x = keras.layers.Flatten(name="flat")(x)
+    outputs = keras.layers.Dense(5, name="logits")(x)
+    student = keras.Model(inputs, outputs)
+    stages = [(s.path, s.kind) for s in model_stages(student)]
+    assert stages == [
+        ("r1", "map"),
+        ("c2", "map"),
+        ("c3", "map"),
+        ("flat", "vector"),
+        ("logits", "logits"),
+    ]
+    pairs = suggest_pairs(small_cnn("t", 8), student, logits=True)
+    assert pairs == [("r1", "t_g1"), ("c2", "t_g2"), ("flat", "t_logits")]
+
+
+def test_cnn_teacher_and_mlp_student_get_the_vector_pair():
+    teacher = small_cnn("t", 8)
+    student = mlp((16, 8), 5, (8, 8, 3))
+    pairs = suggest_pairs(teacher, student)
+    assert pairs == [("hidden2", "t_logits")]
+    assert pairs.details[0].reason.startswith("VID-LP")
+    assert pairs.details[0].head_params == 8 * 5 + 5 + 5
+    with pytest.raises(ValueError, match=r"No pair to suggest.*logits=False.*Teacher stages"):
+        suggest_pairs(teacher, student, logits=False)
+
+
+def resnet_backbone(width, name="backbone"):
+    """A KerasHub-style ResNet-v1 backbone on images of any size: stem, then
+    stages `conv2` (stride 1) and `conv3` (stride 2) of two blocks, each
+    block ending in `conv<s>_block<b>_out` (ReLU after the `Add`)."""
+    inputs = keras.Input((None, None, 3), name="images")
+    x = keras.layers.Conv2D(width, 3, padding="same", name="stem_conv")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    for stage, stride in ((2, 1), (3, 2)):
+        channels = width * (stage - 1)
+        for block in (1, 2):
+            prefix = f"conv{stage}_block{block}"
+            s = stride if block == 1 else 1
+            shortcut = x
+            if s != 1 or x.shape[-1] != channels:
+                shortcut = keras.layers.Conv2D(channels, 1, strides=s, name=f"{prefix}_0_conv")(x)
+            y = keras.layers.Conv2D(
+                channels, 3, strides=s, padding="same", name=f"{prefix}_1_conv"
+            )(x)
+            y = keras.layers.ReLU(name=f"{prefix}_1_relu")(y)
+            y = keras.layers.Conv2D(channels, 3, padding="same", name=f"{prefix}_2_conv")(y)
+            x = keras.layers.Add(name=f"{prefix}_add")([shortcut, y])
+            x = keras.layers.ReLU(name=f"{prefix}_out")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def image_classifier(width, name):
+    inputs = keras.Input((8, 8, 3))
+    x = resnet_backbone(width)(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pooler")(x)
+    outputs = keras.layers.Dense(5, name="predictions")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def test_nested_backbones_give_path_pairs_that_the_distiller_accepts():
+    keras.utils.set_random_seed(0)
+    teacher, student = image_classifier(8, "teacher"), image_classifier(4, "student")
+    pairs = suggest_pairs(teacher, student, logits=True)
+    assert pairs == [
+        ("backbone/conv2_block2_out", "backbone/conv2_block2_out"),
+        ("backbone/conv3_block2_out", "backbone/conv3_block2_out"),
+        ("pooler", "predictions"),
+    ]
+    # The backbone alone has unknown image sizes; inside the classifier they are known.
+    assert pairs.details[1].teacher.shape == (None, 4, 4, 16)
+    distiller = VIDDistiller(teacher, student, pairs=resolve_pairs(teacher, student, pairs))
+    x = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")
+    out = distiller.teacher_extractor(x, training=False)
+    np.testing.assert_allclose(to_numpy(out["logits"]), to_numpy(teacher(x)), atol=1e-5)
+    assert out["pair_1"].shape == (2, 4, 4, 16)
+
+
+def test_unknown_image_size_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"teacher model 'backbone'.*unknown spatial.*fixed"):
+        suggest_pairs(resnet_backbone(4), small_cnn("s", 4))
+
+
+def test_resolve_pairs():
+    teacher, student = small_cnn("t", 8), small_cnn("s", 4)
+    given = [("s_pool", "t_logits")]
+    assert resolve_pairs(teacher, student, given) is given
+    auto = resolve_pairs(teacher, student, "auto", logits=True)
+    assert auto == [("s_g1", "t_g1"), ("s_g2", "t_g2"), ("s_pool", "t_logits")]
+    with pytest.raises(ValueError, match="`logits` must be"):
+        suggest_pairs(teacher, student, logits="yes")
