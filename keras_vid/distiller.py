@@ -19,7 +19,7 @@ from keras_vid.features import (
     pair_key,
 )
 from keras_vid.losses import softened_kl, weighted_batch_mean
-from keras_vid.step_guard import flag_names, step_flags
+from keras_vid.step_guard import flag_names, safe_labels, step_flags
 from keras_vid.vid_head import VIDHead
 
 HEAD_OPTIONS = (
@@ -362,10 +362,13 @@ class VIDDistiller(keras.Model):
             `"kd_loss"` to scalar tensors.
         """
         logits = student_outputs[LOGITS]
+        y, labels_ok = safe_labels(y, logits)
         task = self.compute_loss(
             x=x, y=y, y_pred=logits, sample_weight=sample_weight, training=training
         )
-        terms = {"task_loss": ops.cast(task, "float32")}
+        # A batch with labels outside the classes has no defined loss.
+        task = ops.where(labels_ok, ops.cast(task, "float32"), float("nan"))
+        terms = {"task_loss": task}
         vid_terms = []
         for index, head in enumerate(self.heads):
             nll = head(
@@ -439,7 +442,8 @@ class VIDDistiller(keras.Model):
         or without a compiled loss, only the regularization losses."""
         if y is not None and self._vid_use_task_loss:
             return super().compute_loss(x, y, y_pred, sample_weight, training)
-        losses = [ops.sum(loss) for loss in self.losses]
+        # As Keras does (on TensorFlow, divided by the replicas in sync).
+        losses = [self._aggregate_additional_loss(loss) for loss in self.losses]
         return ops.sum(ops.stack(losses)) if losses else ops.zeros((), "float32")
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):

@@ -44,7 +44,7 @@ def _all_finite(values):
     return ops.all(ops.stack(checks))
 
 
-def _labels_in_range(y, logits):
+def labels_in_range(y, logits):
     """False when `y` holds integer class indices outside `[0, classes)`."""
     if y is None or isinstance(y, (dict, list, tuple)):
         return ops.convert_to_tensor(True)
@@ -59,11 +59,24 @@ def _labels_in_range(y, logits):
     return ops.logical_and(ops.all(y >= 0), ops.all(y < classes))
 
 
+def safe_labels(y, logits):
+    """`(y, in_range)`: integer class labels clipped into `[0, classes)`, so
+    the task loss fails on no backend (TensorFlow and PyTorch raise, JAX
+    silently reads a wrong class), and whether they already were. The step
+    is skipped when they were not."""
+    in_range = labels_in_range(y, logits)
+    if y is None or isinstance(y, (dict, list, tuple)):
+        return y, in_range
+    if "int" not in keras.backend.standardize_dtype(y.dtype):
+        return y, in_range
+    return ops.clip(y, 0, logits.shape[-1] - 1), in_range
+
+
 def batch_flags(num_pairs, x, y, teacher_outputs, student_logits):
     """The flags of everything known before the update: input, labels, teacher."""
     checks = [
         _all_finite(x),
-        _labels_in_range(y, student_logits),
+        labels_in_range(y, student_logits),
         _all_finite(teacher_outputs[LOGITS]),
     ]
     checks += [_all_finite(teacher_outputs[pair_key(k)]) for k in range(num_pairs)]
