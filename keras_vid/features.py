@@ -183,9 +183,9 @@ class LayerCall:
 class FlatGraph:
     """The graph of a functional model with its nested models inlined.
 
-    Every layer of `model`, and of the functional or Sequential models it
-    uses as layers (at any depth), is called once on the flat graph's
-    tensors, in topological order. The layer objects are the model's own, so
+    Every layer call of `model`, and of the functional or Sequential models
+    it uses as layers (at any depth), is made again on the flat graph's
+    tensors, in topological order; `calls` lists them. The layer objects are the model's own, so
     the weights are shared, and a model built from `inputs` to `output`
     computes the same function as `model` (call-context arguments such as
     `training=False` on a nested model's call are passed to its layers, as
