@@ -15,7 +15,13 @@ prediction μ(s) to miss the channel by at least as much as the channel
 varies, i.e. no better than predicting the channel's mean: the student
 learns nothing about that channel. Without data (`x=None` and no
 `teacher_variance`) the reference is the head's initial σ², `init_variance`,
-and an ignored channel is one whose σ² did not shrink below it.
+and an ignored channel is one whose σ² did not shrink below it. A constant
+teacher channel (variance 0, e.g. a dead ReLU) always counts as ignored:
+there is nothing in it to learn.
+
+σ² moves at the optimizer's pace, so early in training (or with a large
+`init_variance`) channels can look ignored only because σ² has not come
+down yet; watch it settle with `keras_vid.callbacks.VarianceMonitor`.
 """
 
 import collections
