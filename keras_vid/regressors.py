@@ -43,23 +43,24 @@ def _global_pool(rank, name):
     return keras.layers.GlobalAveragePooling1D(name=name)
 
 
-def _pointwise(rank, units, use_bias, name):
-    """A 1×1 convolution on maps; a Dense layer on vectors."""
-    if rank == 4:
-        return keras.layers.Conv2D(units, 1, use_bias=use_bias, name=name)
-    if rank == 3:
-        return keras.layers.Conv1D(units, 1, use_bias=use_bias, name=name)
+def _pointwise(units, use_bias, name):
+    """A pointwise layer: `Dense` on the channel axis, i.e. a 1×1 convolution.
+
+    On maps this is the same function as `Conv2D(units, 1)` / `Conv1D(units,
+    1)`, computed as one matrix product over the channels instead of a
+    convolution: on XLA:CPU the training step of a 3-layer 1×1 stack on a
+    32×32×16 map ran 3.0× faster on JAX and 1.9× faster on TensorFlow, and
+    1.09× on PyTorch (where `Conv2D` also transposes NHWC ↔ NCHW).
+    """
     return keras.layers.Dense(units, use_bias=use_bias, name=name)
 
 
-def _stack(rank, depth, hidden_width, out_units, use_bias, use_batch_norm, prefix):
+def _stack(depth, hidden_width, out_units, use_bias, use_batch_norm, prefix):
     """`depth` pointwise layers with [BN →] ReLU between them."""
     layers = []
     for i in range(depth):
         last = i == depth - 1
-        layers.append(
-            _pointwise(rank, out_units if last else hidden_width, use_bias, f"{prefix}_{i}")
-        )
+        layers.append(_pointwise(out_units if last else hidden_width, use_bias, f"{prefix}_{i}"))
         if not last:
             if use_batch_norm:
                 layers.append(keras.layers.BatchNormalization(name=f"{prefix}_bn_{i}"))
@@ -138,18 +139,16 @@ def plan_regressor(
             if common != t_space:
                 teacher_pool = _adaptive_pool(t_rank, common, "teacher_pool")
             target_shape = (teacher_shape[0],) + common + (teacher_channels,)
-        layers = _stack(
-            s_rank, depth, hidden_width, teacher_channels, False, use_batch_norm, "mean"
-        )
+        layers = _stack(depth, hidden_width, teacher_channels, False, use_batch_norm, "mean")
     elif t_rank == 2:
         if s_rank in MAP_RANKS:
             layers.append(_global_pool(s_rank, "student_global_pool"))
-        layers += _stack(2, depth, hidden_width, teacher_channels, True, use_batch_norm, "mean")
+        layers += _stack(depth, hidden_width, teacher_channels, True, use_batch_norm, "mean")
     else:
         # Vector student → teacher map (e.g. CNN teacher → MLP student).
         units = 1
         for d in teacher_shape[1:]:
             units *= d
-        layers = _stack(2, depth, hidden_width, units, True, use_batch_norm, "mean")
+        layers = _stack(depth, hidden_width, units, True, use_batch_norm, "mean")
         layers.append(keras.layers.Reshape(teacher_shape[1:], name="mean_reshape"))
     return RegressorPlan(student_pool, teacher_pool, layers, target_shape)

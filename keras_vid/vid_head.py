@@ -28,6 +28,7 @@ class VIDHead(keras.layers.Layer):
     `VIDHead()` works for any pair of shapes it can map:
 
     - maps → maps (channels-last, rank 3 or 4): `depth` 1×1 convolutions
+      (computed as `Dense` layers on the channel axis, the faster kernel)
       without bias and ReLU between them (default 3, hidden width = teacher
       channels). When spatial sizes differ, the larger map is average-pooled
       to the smaller one, each spatial axis on its own.

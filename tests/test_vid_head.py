@@ -44,9 +44,11 @@ def test_nll_matches_numpy_reference(case, reduction):
 def test_default_regressor_layout():
     maps = VIDHead()
     maps.build((None, 8, 8, 4), (None, 8, 8, 6))
-    convs = [layer for layer in maps.regressor if isinstance(layer, keras.layers.Conv2D)]
+    # 1×1 convolutions as Dense layers on the channel axis.
+    convs = [layer for layer in maps.regressor if isinstance(layer, keras.layers.Dense)]
     assert len(convs) == 3 and not any(c.use_bias for c in convs)
-    assert [c.filters for c in convs] == [6, 6, 6]
+    assert [c.units for c in convs] == [6, 6, 6]
+    assert [tuple(c.kernel.shape) for c in convs] == [(4, 6), (6, 6), (6, 6)]
     assert sum(isinstance(layer, keras.layers.ReLU) for layer in maps.regressor) == 2
 
     vectors = VIDHead()
@@ -56,8 +58,8 @@ def test_default_regressor_layout():
     custom = VIDHead(depth=2, hidden_width=3, use_batch_norm=True)
     custom.build((None, 8, 8, 4), (None, 8, 8, 6))
     kinds = [type(layer).__name__ for layer in custom.regressor]
-    assert kinds == ["Conv2D", "BatchNormalization", "ReLU", "Conv2D"]
-    assert custom.regressor[0].filters == 3
+    assert kinds == ["Dense", "BatchNormalization", "ReLU", "Dense"]
+    assert custom.regressor[0].units == 3
 
 
 def test_initial_variance_and_epsilon():
