@@ -22,11 +22,26 @@ def gaussian_nll(teacher, mean, std, reduction="mean"):
         teacher: teacher features, shape `(batch, ..., channels)`.
         mean: predicted mean μ(s), the same shape as `teacher`.
         std: per-channel standard deviation σ, shape `(channels,)`.
-        reduction: `"mean"` averages over the non-batch elements (so a weight
-            of 1 suits any layer size); `"sum"` sums them (the paper's form).
+        reduction: how the non-batch elements are reduced, `"mean"` (the
+            default) or `"sum"`; anything else raises `ValueError`. `"mean"`
+            averages them (so a weight of 1 suits any layer size); `"sum"`
+            sums them (the paper's form).
 
     Returns:
         A float32 tensor of shape `(batch,)`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_vid.losses import gaussian_nll
+
+    teacher = np.zeros((2, 4, 4, 3), "float32")
+    mean = np.full((2, 4, 4, 3), 0.5, "float32")
+    std = np.ones((3,), "float32")
+    gaussian_nll(teacher, mean, std)  # [0.125, 0.125]: log 1 + 0.5² / 2
+    gaussian_nll(teacher, mean, std, reduction="sum")  # [6., 6.]: 48 elements
+    ```
     """
     if reduction not in REDUCTIONS:
         raise ValueError(
@@ -50,8 +65,28 @@ def softened_kl(teacher_logits, student_logits, temperature):
     `p_T` and `p_S` are the softmaxes of the logits divided by `temperature`.
     The T² factor keeps the gradient scale independent of the temperature.
 
+    Args:
+        teacher_logits: teacher logits, shape `(batch, num_classes)` (any
+            float dtype; computed in float32).
+        student_logits: student logits, the same shape as `teacher_logits`.
+        temperature: softmax temperature T, a positive number (no default;
+            1 is the plain softmax, Hinton et al. use values such as 4).
+            Larger values soften both distributions.
+
     Returns:
-        A float32 tensor of shape `(batch,)`.
+        A float32 tensor of shape `(batch,)`, zero where the two softened
+        distributions agree.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_vid.losses import softened_kl
+
+    teacher = np.array([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]], "float32")
+    student = np.array([[2.0, 0.0, -1.0], [1.0, 0.0, -1.0]], "float32")
+    softened_kl(teacher, student, temperature=4.0)  # [0., 0.332]
+    ```
     """
     teacher_logits = ops.cast(teacher_logits, "float32") / temperature
     student_logits = ops.cast(student_logits, "float32") / temperature

@@ -24,7 +24,36 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 @dataclasses.dataclass
 class Split:
-    """One split of a dataset held in memory."""
+    """One split of a dataset held in memory.
+
+    What every loader here returns, whatever the source, so the rest of the
+    pipeline (`subsample_per_class`, `channel_stats`, `make_dataset`) sees
+    one shape of data.
+
+    Args:
+        images: NumPy array `(n, height, width, channels)`, channels-last
+            with a channel axis (the loaders add one to grayscale); uint8
+            (0–255) or float (0–1).
+        labels: NumPy int array `(n,)` of class indices (the loaders give
+            int64).
+        class_names: list of `num_classes` strings; index i names label i.
+
+    The read-only property `num_classes` is `len(class_names)`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_vid.data import Split
+
+    split = Split(
+        images=np.zeros((4, 8, 8, 1), "uint8"),
+        labels=np.array([0, 1, 0, 1]),
+        class_names=["cat", "dog"],
+    )
+    split.num_classes  # 2
+    ```
+    """
 
     images: np.ndarray
     labels: np.ndarray
@@ -32,6 +61,7 @@ class Split:
 
     @property
     def num_classes(self):
+        """Number of classes, `len(class_names)`."""
         return len(self.class_names)
 
 
@@ -45,7 +75,43 @@ def _labels(labels):
 
 
 def load_npz(path, split="train"):
-    """Read `x`/`y` (or `x_<split>`/`y_<split>`) from an `.npz` file."""
+    """Read `x`/`y` (or `x_<split>`/`y_<split>`) from an `.npz` file.
+
+    `x_<split>`/`y_<split>` win over `x`/`y` when both are present. An
+    optional `classes` array gives the class names; without it they are
+    `"0"`, `"1"`, ... up to the largest label. Grayscale `(n, h, w)` images
+    get a channel axis.
+
+    Args:
+        path: path (string or path-like) of the `.npz` file; a `{split}` in
+            it is replaced by `split`, e.g. `"fashion_mnist_{split}.npz"`.
+        split: split name, e.g. `"train"` or `"test"`; used to format `path`
+            and to look up `x_<split>`/`y_<split>`. Defaults to `"train"`.
+
+    Returns:
+        A `Split`. Raises `ValueError` when the file holds neither pair of
+        arrays or their lengths differ.
+
+    Example:
+
+    ```python
+    import os
+    import tempfile
+
+    import numpy as np
+    from keras_vid.data import load_npz
+
+    path = os.path.join(tempfile.mkdtemp(), "toy_{split}.npz")
+    np.savez(
+        path.format(split="train"),
+        x=np.zeros((6, 8, 8), "uint8"),
+        y=np.array([0, 1, 2, 0, 1, 2]),
+        classes=np.array(["a", "b", "c"]),
+    )
+    split = load_npz(path, "train")
+    split.images.shape, split.class_names  # (6, 8, 8, 1), ['a', 'b', 'c']
+    ```
+    """
     path = os.fspath(path).format(split=split)
     with np.load(path, allow_pickle=False) as data:
         keys = set(data.files)
@@ -81,13 +147,41 @@ def _first_image_size(directory):
 def load_image_folder(root, split="train", image_size=None, color_mode="rgb"):
     """Read `<root>/<split>/<class>/*` with `keras.utils.image_dataset_from_directory`.
 
+    Class names are the class sub-folder names in alphabetical order
+    (label i is the i-th), and images come back as uint8 in file order.
+
     Args:
-        root: the folder holding one sub-folder per split.
-        split: the split's sub-folder name.
-        image_size: `(height, width)` to resize to; `None` uses the size of
-            the first image found (so a folder of same-size images is read
-            unchanged).
-        color_mode: `"rgb"`, `"grayscale"` or `"rgba"`.
+        root: path (string or path-like) of the folder holding one
+            sub-folder per split.
+        split: the split's sub-folder name. Defaults to `"train"`.
+        image_size: `(height, width)` to resize to; `None` (the default)
+            uses the size of the first image found (so a folder of same-size
+            images is read unchanged; this needs Pillow).
+        color_mode: `"rgb"` (the default), `"grayscale"` or `"rgba"`.
+
+    Returns:
+        A `Split` with uint8 images `(n, height, width, channels)`. Raises
+        `ValueError` when `<root>/<split>` is not a folder.
+
+    Example:
+
+    ```python
+    import os
+    import tempfile
+
+    import numpy as np
+    import tensorflow as tf
+    from keras_vid.data import load_image_folder
+
+    root = tempfile.mkdtemp()
+    for name in ("cat", "dog"):
+        os.makedirs(os.path.join(root, "train", name))
+        for i in range(2):
+            png = tf.io.encode_png(np.full((8, 8, 3), 40 * i, "uint8"))
+            tf.io.write_file(os.path.join(root, "train", name, f"{i}.png"), png)
+    split = load_image_folder(root, "train", image_size=(8, 8))
+    split.images.shape, split.labels  # (4, 8, 8, 3), [0, 0, 1, 1]
+    ```
     """
     import keras
 
@@ -115,7 +209,39 @@ def load_image_folder(root, split="train", image_size=None, color_mode="rgb"):
 
 
 def load_tfds(name, split="train", data_dir=None):
-    """Read a tensorflow-datasets image classification split (`as_supervised`)."""
+    """Read a tensorflow-datasets image classification split (`as_supervised`).
+
+    Needs the `tensorflow-datasets` package. The whole split is read into
+    memory; class names come from the `label` feature (or are `"0"`, `"1"`,
+    ... when it has none).
+
+    Args:
+        name: tfds dataset name, e.g. `"cifar10"` or `"fashion_mnist"`.
+        split: tfds split string, e.g. `"train"`, `"test"` or
+            `"train[:10%]"`. Defaults to `"train"`.
+        data_dir: folder where tfds stores (and looks for) prepared data;
+            `None` (the default) uses tfds's default (`~/tensorflow_datasets`
+            or `$TFDS_DATA_DIR`).
+
+    Returns:
+        A `Split`.
+
+    Example:
+
+    ```python
+    # Offline: tfds's mock data generates random examples without download.
+    import tensorflow_datasets as tfds
+    from keras_vid.data import load_tfds
+
+    with tfds.testing.mock_data(num_examples=12):
+        split = load_tfds("mnist", "train")
+    split.images.shape, split.num_classes  # (12, 28, 28, 1), 10
+
+    # The real data needs internet access the first time (it is downloaded
+    # and prepared under `data_dir`):
+    # test = load_tfds("mnist", "test")
+    ```
+    """
     import tensorflow_datasets as tfds
 
     dataset, info = tfds.load(
@@ -135,7 +261,31 @@ def load_tfds(name, split="train", data_dir=None):
 
 
 def describe_source(source):
-    """`"npz"`, `"folder"` or `"tfds"`: how `load_split` will read `source`."""
+    """`"npz"`, `"folder"` or `"tfds"`: how `load_split` will read `source`.
+
+    A path ending in `.npz` is `"npz"` (whether or not it exists, since it
+    may contain `{split}`), an existing folder is `"folder"`, and anything
+    else is taken as a tensorflow-datasets name.
+
+    Args:
+        source: a string or path-like: an `.npz` path, a folder path or a
+            tfds dataset name.
+
+    Returns:
+        One of the strings `"npz"`, `"folder"` or `"tfds"`.
+
+    Example:
+
+    ```python
+    import tempfile
+
+    from keras_vid.data import describe_source
+
+    describe_source("fashion_mnist_{split}.npz")  # "npz"
+    describe_source(tempfile.gettempdir())  # "folder"
+    describe_source("cifar10")  # "tfds"
+    ```
+    """
     source = os.fspath(source)
     if source.endswith(".npz"):
         return "npz"
@@ -145,7 +295,41 @@ def describe_source(source):
 
 
 def load_split(source, split="train", data_dir=None, image_size=None, color_mode="rgb"):
-    """Read one split from an `.npz` path, an image folder or a tfds name."""
+    """Read one split from an `.npz` path, an image folder or a tfds name.
+
+    Dispatches on `describe_source(source)` to `load_npz`,
+    `load_image_folder` or `load_tfds`; arguments that the chosen loader
+    does not take are ignored.
+
+    Args:
+        source: an `.npz` path (may contain `{split}`), a folder in the
+            `<root>/<split>/<class>/*` layout, or a tfds dataset name.
+        split: split name (or tfds split string). Defaults to `"train"`.
+        data_dir: tfds data folder; tfds sources only. Defaults to `None`
+            (tfds's default).
+        image_size: `(height, width)` to resize to; folder sources only.
+            `None` (the default) keeps the first image's size.
+        color_mode: `"rgb"` (the default), `"grayscale"` or `"rgba"`;
+            folder sources only.
+
+    Returns:
+        A `Split`.
+
+    Example:
+
+    ```python
+    import os
+    import tempfile
+
+    import numpy as np
+    from keras_vid.data import load_split
+
+    path = os.path.join(tempfile.mkdtemp(), "toy_{split}.npz")
+    for split, n in (("train", 6), ("test", 3)):
+        np.savez(path.format(split=split), x=np.zeros((n, 8, 8, 3), "uint8"), y=np.arange(n) % 3)
+    load_split(path, "test").images.shape  # (3, 8, 8, 3)
+    ```
+    """
     kind = describe_source(source)
     if kind == "npz":
         return load_npz(source, split)

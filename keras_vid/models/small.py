@@ -31,20 +31,38 @@ def small_cnn(
     `block1..3` play the role of a WRN's group outputs for VID-I and AT.
 
     Args:
-        filters: channels of each stage.
-        convs_per_block: convolutions per stage.
-        num_classes: size of the `logits` layer.
-        input_shape: channels-last input shape.
-        dropout: dropout rate before the classifier.
-        weight_decay: L2 factor on kernels (0: none; the optimizer's
-            `weight_decay` is the usual alternative).
-        bn_momentum: BatchNormalization momentum; 0.9 matches PyTorch's
-            default (0.1 there), so the moving statistics settle within the
-            few hundred steps of a small-data run (Keras's 0.99 does not).
-        name: model name; default `"cnn_<f1>_<f2>..."`.
+        filters: non-empty sequence of ints, the channels of each stage (one
+            stage per entry). Defaults to `(32, 64, 128)`.
+        convs_per_block: int ≥ 1, convolutions per stage. Defaults to `1`.
+        num_classes: int, size of the `logits` layer. Defaults to `10`.
+        input_shape: channels-last input shape `(height, width, channels)`.
+            Defaults to `(28, 28, 1)`.
+        dropout: float in `[0, 1)`, dropout rate before the classifier
+            (0: no `Dropout` layer). Defaults to `0.0`.
+        weight_decay: float ≥ 0, L2 factor on kernels (0: none; the
+            optimizer's `weight_decay` is the usual alternative). Defaults
+            to `0.0`.
+        bn_momentum: float in `[0, 1)`, BatchNormalization momentum; the
+            default 0.9 matches PyTorch's default (0.1 there), so the moving
+            statistics settle within the few hundred steps of a small-data
+            run (Keras's 0.99 does not).
+        name: model name, a string; `None` (the default) gives
+            `"cnn_<f1>_<f2>..."`.
 
     Returns:
         A functional `keras.Model` mapping images to logits.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_vid.models import small_cnn
+
+    model = small_cnn(filters=(8, 16), num_classes=3, input_shape=(8, 8, 1))
+    model.name  # "cnn_8_16"
+    model.get_layer("block2").output.shape  # (None, 4, 4, 16)
+    model(np.zeros((2, 8, 8, 1), "float32")).shape  # (2, 3)
+    ```
     """
     if not filters or convs_per_block < 1:
         raise ValueError(
@@ -81,7 +99,28 @@ def small_cnn(
 
 
 def cnn_block_names(filters):
-    """Names of the stage outputs of a `small_cnn` built with `filters`."""
+    """Names of the stage outputs of a `small_cnn` built with `filters`.
+
+    Handy for writing VID-I or attention-transfer pairs without building the
+    model: stage k of `small_cnn` ends in a layer named `block<k>`.
+
+    Args:
+        filters: the sequence of per-stage channel counts passed to
+            `small_cnn` (only its length matters). No default.
+
+    Returns:
+        A tuple of strings, `("block1", ..., "block<len(filters)>")`.
+
+    Example:
+
+    ```python
+    from keras_vid.models import cnn_block_names, small_cnn
+
+    cnn_block_names((32, 64, 128))  # ("block1", "block2", "block3")
+    model = small_cnn(filters=(8, 16), input_shape=(8, 8, 1))
+    [model.get_layer(name).output.shape for name in cnn_block_names((8, 16))]
+    ```
+    """
     return tuple(f"block{stage}" for stage in range(1, len(filters) + 1))
 
 
@@ -100,15 +139,33 @@ def mlp(
     feature map with a Dense layer and a reshape.
 
     Args:
-        hidden_units: width of each hidden layer.
-        num_classes: size of the `logits` layer.
-        input_shape: input shape (flattened first).
-        dropout: dropout rate after each hidden layer.
-        weight_decay: L2 factor on kernels (0: none).
-        name: model name; default `"mlp_<u1>_<u2>..."`.
+        hidden_units: sequence of ints, the width of each hidden layer (one
+            layer per entry; empty gives a linear classifier). Defaults to
+            `(256, 256)`.
+        num_classes: int, size of the `logits` layer. Defaults to `10`.
+        input_shape: input shape, any rank (flattened first). Defaults to
+            `(28, 28, 1)`.
+        dropout: float in `[0, 1)`, dropout rate after each hidden layer
+            (0: no `Dropout` layers). Defaults to `0.0`.
+        weight_decay: float ≥ 0, L2 factor on kernels (0: none). Defaults
+            to `0.0`.
+        name: model name, a string; `None` (the default) gives
+            `"mlp_<u1>_<u2>..."`.
 
     Returns:
         A functional `keras.Model` mapping inputs to logits.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_vid.models import mlp
+
+    model = mlp(hidden_units=(16,), num_classes=3, input_shape=(8, 8, 1))
+    model.name  # "mlp_16"
+    model.get_layer("hidden1").output.shape  # (None, 16)
+    model(np.zeros((2, 8, 8, 1), "float32")).shape  # (2, 3)
+    ```
     """
     regularizer = _regularizer(weight_decay)
     inputs = keras.Input(input_shape, name="image")

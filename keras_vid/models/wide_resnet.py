@@ -52,20 +52,42 @@ def wide_resnet(
 ):
     """Build a functional pre-activation WRN-`depth`-`width`.
 
+    The layers named in `GROUP_OUTPUTS` (`group1..3`), `pool` and `logits`
+    are the stable feature points for VID pairs (see the module docstring).
+
     Args:
-        depth: total depth, `6n + 4` (16, 22, 28, 40, ...).
-        width: widening factor k (channels 16k, 32k, 64k).
-        num_classes: size of the `logits` layer.
-        input_shape: channels-last input shape, e.g. `(32, 32, 3)`.
-        dropout: dropout rate between the two convolutions of each block.
-        weight_decay: L2 factor on convolution and dense kernels (0: none;
-            optimizers' `weight_decay` is the usual alternative).
-        bn_momentum: BatchNorm moving-average momentum; 0.9 matches the
-            PyTorch reference implementations (Keras's 0.99 lags in short runs).
-        name: model name; default `"wrn_<depth>_<width>"`.
+        depth: int, total depth, `6n + 4` with n ≥ 1 (10, 16, 22, 28, 40,
+            ...; anything else raises `ValueError`). Defaults to `16`.
+        width: int ≥ 1, widening factor k (channels 16k, 32k, 64k).
+            Defaults to `1`.
+        num_classes: int, size of the `logits` layer. Defaults to `10`.
+        input_shape: channels-last input shape. Defaults to `(32, 32, 3)`.
+        dropout: float in `[0, 1)`, dropout rate between the two
+            convolutions of each block (0: none). Defaults to `0.0`.
+        weight_decay: float ≥ 0, L2 factor on convolution and dense kernels
+            (0: none; optimizers' `weight_decay` is the usual alternative).
+            Defaults to `0.0`.
+        bn_momentum: float in `[0, 1)`, BatchNorm moving-average momentum;
+            the default 0.9 matches the PyTorch reference implementations
+            (Keras's 0.99 lags in short runs).
+        name: model name, a string; `None` (the default) gives
+            `"wrn_<depth>_<width>"`.
 
     Returns:
         A `keras.Model` mapping images to logits.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_vid.models import GROUP_OUTPUTS, wide_resnet
+
+    model = wide_resnet(depth=10, width=1, num_classes=3, input_shape=(8, 8, 3))
+    model.name  # "wrn_10_1"
+    [model.get_layer(g).output.shape for g in GROUP_OUTPUTS]
+    # [(None, 8, 8, 16), (None, 4, 4, 32), (None, 2, 2, 64)]
+    model(np.zeros((2, 8, 8, 3), "float32")).shape  # (2, 3)
+    ```
     """
     if depth < 10 or (depth - 4) % 6:
         raise ValueError(
