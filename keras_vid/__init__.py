@@ -9,7 +9,9 @@ skipped steps, σ² statistics and weight schedules live in
 
 from keras_vid.callbacks import EpochSchedule, NonFiniteMonitor, VarianceMonitor, WeightSchedule
 from keras_vid.distiller import VIDDistiller
+from keras_vid.head_cost import head_cost_summary
 from keras_vid.losses import gaussian_nll, softened_kl
+from keras_vid.pair_suggestion import resolve_pairs, suggest_pairs
 from keras_vid.variance_plot import plot_variance, variance_summary
 from keras_vid.version import __version__
 from keras_vid.vid_head import VIDHead
@@ -17,6 +19,9 @@ from keras_vid.vid_head import VIDHead
 __all__ = [
     "VIDDistiller",
     "VIDHead",
+    "suggest_pairs",
+    "resolve_pairs",
+    "head_cost_summary",
     "EpochSchedule",
     "NonFiniteMonitor",
     "VarianceMonitor",

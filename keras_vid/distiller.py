@@ -19,6 +19,7 @@ from keras_vid.features import (
     pair_key,
 )
 from keras_vid.losses import softened_kl, weighted_batch_mean
+from keras_vid.pair_suggestion import resolve_pairs
 from keras_vid.step_guard import flag_names, safe_labels, step_flags
 from keras_vid.vid_head import VIDHead
 
@@ -128,7 +129,10 @@ class VIDDistiller(keras.Model):
             output is the logits.
         student: a functional or Sequential `keras.Model` with the same input
             shape and a single (logits) output.
-        pairs: list of `(student_layer_name, teacher_layer_name)`. A student
+        pairs: list of `(student_layer_name, teacher_layer_name)`, or
+            `"auto"` for `keras_vid.suggest_pairs(teacher, student)` (stage
+            ends matched by resolution). A name may be a path into a nested
+            functional model, e.g. `"backbone/conv4_block6_out"`. A student
             penultimate (vector) layer paired with the teacher's logits layer
             is VID-LP.
         head_options: options for every `VIDHead` (`depth`, `hidden_width`,
@@ -171,6 +175,7 @@ class VIDDistiller(keras.Model):
         if teacher is student:
             raise ValueError("The teacher and the student must be different models.")
         check_same_inputs(teacher, student)
+        pairs = resolve_pairs(teacher, student, pairs)  # "auto": stage ends matched
         pairs = _normalize_pairs(pairs)
         options = _normalize_head_options(head_options, len(pairs))
         if heads is not None:

@@ -310,7 +310,30 @@ def suggest_pairs(teacher, student, logits=AUTO, head_options=None, verbose=Fals
 
 def resolve_pairs(teacher, student, pairs, **kwargs):
     """`suggest_pairs(teacher, student, **kwargs)` when `pairs == "auto"`,
-    else `pairs` unchanged (for `VIDDistiller(pairs="auto")`)."""
+    else `pairs` unchanged; what `VIDDistiller(pairs="auto")` calls.
+
+    Args:
+        teacher: the teacher `keras.Model` (functional or Sequential).
+        student: the student `keras.Model`.
+        pairs: `"auto"`, or a list of `(student_layer, teacher_layer)`
+            names, returned as given.
+        **kwargs: passed to `suggest_pairs` (`logits`, `head_options`,
+            `verbose`).
+
+    Returns:
+        The list of pairs.
+
+    Example:
+
+    ```python
+    from keras_vid.models import wide_resnet
+
+    teacher = wide_resnet(16, 2, 10, (32, 32, 3))
+    student = wide_resnet(16, 1, 10, (32, 32, 3))
+    resolve_pairs(teacher, student, "auto")
+    # [('group1', 'group1'), ('group2', 'group2'), ('group3', 'group3')]
+    ```
+    """
     if isinstance(pairs, str) and pairs == AUTO:
         return suggest_pairs(teacher, student, **kwargs)
     return pairs

@@ -368,3 +368,12 @@ def test_bad_compile_arguments_raise(models, kwargs, match):
 
 def test_backend_is_the_one_under_test():
     assert keras.backend.backend() == BACKEND
+
+
+def test_auto_pairs_resolve_to_stage_ends_and_are_saved(models):
+    teacher, student = models
+    distiller = VIDDistiller(teacher, student, pairs="auto")
+    assert distiller.pairs == [("s_g1", "t_g1"), ("s_g2", "t_g2")]
+    assert distiller.get_config()["pairs"] == [["s_g1", "t_g1"], ["s_g2", "t_g2"]]
+    with pytest.raises(ValueError, match="`pairs` must be a list"):
+        VIDDistiller(teacher, student, pairs="automatic")
