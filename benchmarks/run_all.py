@@ -109,19 +109,35 @@ def render(paths):
         if any("memory" in r for r in group):
             unit = "device peak, MiB" if config[1] else "peak RSS added after the imports, MiB"
             lines.append(f"Peak memory ({unit}):\n")
+            lines.append(
+                "Each cell: including the compiling step / steady state after it.\n"
+                if any("steady_added_mb" in r.get("memory", {}) for r in group)
+                else ""
+            )
             lines.append("| contender | " + " | ".join(r["backend"] for r in group) + " |")
             lines.append("|---|" + "---|" * len(group))
-            mem_names = names
-            for name in mem_names:
+            for name in names:
                 cells = []
                 for r in group:
                     m = r.get("memory")
                     if m is None or name not in m["peak_mb"]:
                         cells.append("—")
-                    else:
-                        cells.append(f"{m['added_mb'][name]:.0f}")
+                        continue
+                    cell = f"{m['added_mb'][name]:.0f}"
+                    if name in m.get("steady_added_mb", {}):
+                        cell += f" / {m['steady_added_mb'][name]:.0f}"
+                    cells.append(cell)
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
-            cells = [_fmt(r["memory"]["ratio"]["value"]) if "memory" in r else "—" for r in group]
+            cells = []
+            for r in group:
+                m = r.get("memory")
+                if m is None:
+                    cells.append("—")
+                    continue
+                cell = f"**{_fmt(m['ratio']['value'])}**"
+                if "steady_ratio" in m:
+                    cell += f" / **{_fmt(m['steady_ratio']['value'])}**"
+                cells.append(cell)
             lines.append(
                 "| **vid / (student + teacher)** (target ≤ 1.15) | " + " | ".join(cells) + " |"
             )
