@@ -75,8 +75,10 @@ def test_nan_input_batch_is_skipped_and_named():
     assert (count, step) == (1, 4)
     assert flags[0] == 1 and flags[1] == 0  # input at fault, labels fine
     assert len(messages) == 1
-    assert "step 4 (epoch 1, batch 1) was skipped" in messages[0]
-    assert "the input batch contains NaN or Inf" in messages[0]
+    assert messages[0].startswith(
+        "vid_distiller: 1 training step(s) skipped in epoch 1 (the loss first turned "
+        "non-finite at batch 1); the latest, step 4: the input batch contains NaN or Inf"
+    )
 
     # A good batch afterwards trains normally.
     history = distiller.fit(x[:8], y[:8], batch_size=8, verbose=0)
@@ -99,10 +101,10 @@ def test_non_finite_teacher_feature_names_the_pair():
     assert count == 2
     # [input, labels, teacher logits, pair 0, pair 1, pair 2, loss/gradients]
     assert flags[:2] == [0, 0] and flags[3] == 0 and flags[4] == 1
-    assert len(messages) == 2  # the first skip as it happens, then the epoch's count
+    assert len(messages) == 1  # one report per epoch
+    assert messages[0].startswith("vid_distiller: 2 training step(s) skipped in epoch 1")
     assert "pair 1 ('s_g2' ← 't_g2') contains NaN or Inf" in messages[0]
     assert "pair 0" not in messages[0] and "input batch" not in messages[0]
-    assert messages[1].startswith("vid_distiller: 2 training step(s) skipped in epoch 1")
 
 
 def test_terminate_on_nan_stops_with_the_weights_of_the_last_good_step():
@@ -127,7 +129,7 @@ def test_terminate_on_nan_stops_with_the_weights_of_the_last_good_step():
     assert_same_state(state(reference), state(distiller))
     assert int(to_numpy(distiller.optimizer.iterations)) == 2
     assert guard_record(distiller)[0] == 1
-    assert any("step 2 (epoch 1, batch 3)" in m for m in messages)
+    assert any("at batch 3); the latest, step 2: the input batch" in m for m in messages)
 
 
 @pytest.mark.parametrize("action", ["stop", "raise"])
@@ -146,6 +148,13 @@ def test_monitor_actions(action):
             )
         assert len(history.history["loss"]) == 1 and distiller.stop_training
     assert guard_record(distiller)[0] == 1
+
+
+def test_warning_monitor_is_async_safe_and_the_others_are_not():
+    """The default monitor must not force a device sync per batch."""
+    assert NonFiniteMonitor().async_safe
+    assert not NonFiniteMonitor("stop").async_safe
+    assert not NonFiniteMonitor("raise").async_safe
 
 
 def test_monitor_rejects_unknown_action():

@@ -27,16 +27,21 @@ class NonFiniteMonitor(keras.callbacks.Callback):
     `VIDDistiller.fit` adds one with `action="warn"` unless the callbacks
     already contain one.
 
-    It reports the first non-finite batch of an epoch as it happens
-    (`epoch`, `batch`, global step) and, at the end of each epoch, how many
-    steps were skipped in it, including skips that left the logged loss
-    finite (out-of-range labels on JAX, whose loss is finite but wrong).
+    With `action="warn"` it reads nothing but the logs while training runs
+    (it is `async_safe`, so it does not force a device sync per batch) and
+    reports at the end of each epoch: how many steps were skipped, the
+    batch where the loss first turned non-finite, and the culprits of the
+    latest skipped step, including skips that left the logged loss finite
+    (non-finite gradients). With `"stop"` and `"raise"` it reports at the
+    first non-finite batch, as it happens.
 
     Args:
-        action: `"warn"` (a `RuntimeWarning`, training goes on with the
-            bad steps skipped), `"stop"` (warn and stop training, like
-            `TerminateOnNaN`), or `"raise"` (raise `FloatingPointError`;
-            the model's weights are those from before the bad step).
+        action: `"warn"` (a `RuntimeWarning` per epoch with skipped steps;
+            training goes on with the bad steps skipped), `"stop"` (warn
+            at the first non-finite batch and stop training, like
+            `TerminateOnNaN`), or `"raise"` (raise `FloatingPointError`
+            there; the model's weights are those from before the bad
+            step).
 
     Example:
 
@@ -54,7 +59,13 @@ class NonFiniteMonitor(keras.callbacks.Callback):
         self._epoch = 0
         self._seen = 0
         self._epoch_start = 0
-        self._reported_step = None
+        self._first_bad_batch = None
+
+    @property
+    def async_safe(self):
+        """Keras may run the batch hook off the training thread: with "warn"
+        it only reads the logs it is given."""
+        return self.action == "warn"
 
     def _skipped(self):
         return int(keras.ops.convert_to_numpy(self.model.skipped_steps.value))
@@ -65,46 +76,47 @@ class NonFiniteMonitor(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._epoch_start = self._seen
-        self._reported_step = None
+        self._first_bad_batch = None
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._reported_step is not None or not logs:
+        if self._first_bad_batch is not None or not logs:
             return
         loss = logs.get("loss")
         if loss is None or math.isfinite(float(np.asarray(loss))):
             return
-        self._report(f"epoch {self._epoch + 1}, batch {batch + 1}")
+        self._first_bad_batch = batch
+        if self.action != "warn":
+            self._report(f"at epoch {self._epoch + 1}, batch {batch + 1}")
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.action != "warn" and self._first_bad_batch is not None:
+            return  # reported as it happened
+        sync_model_state(self.model)
+        if self._skipped() > self._epoch_start or self._first_bad_batch is not None:
+            where = f"in epoch {epoch + 1}"
+            if self._first_bad_batch is not None:
+                batch = self._first_bad_batch + 1
+                where += f" (the loss first turned non-finite at batch {batch})"
+            self._report(where)
+
+    def _report(self, where):
         sync_model_state(self.model)
         count = self._skipped()
         new = count - self._epoch_start
-        if new and (self._reported_step is None or new > 1):
-            self._report(f"epoch {epoch + 1}", summary=new)
-        self._seen = count
-
-    def _report(self, where, summary=None):
-        sync_model_state(self.model)
-        count = self._skipped()
         flags = keras.ops.convert_to_numpy(self.model.last_skip_flags.value)
         step = int(keras.ops.convert_to_numpy(self.model.last_skipped_step.value))
-        if count == self._seen and summary is None:
+        if new == 0:
             message = (
-                f"{self.model.name}: the loss turned non-finite at {where}, but no step "
+                f"{self.model.name}: the loss turned non-finite {where}, but no step "
                 "was skipped; check the compiled loss and the learning rate."
             )
         else:
-            self._reported_step = step
-            lead = (
-                f"{summary} training step(s) skipped in {where}; the latest, step {step}"
-                if summary is not None
-                else f"training step {step} ({where}) was skipped"
-            )
             message = (
-                f"{self.model.name}: {lead}: {describe(self.model.pairs, flags)}. "
-                "Weights, optimizer state and BatchNorm statistics were left as "
-                f"they were before it. {count} step(s) skipped since the model "
-                "was created (`skipped_steps`)."
+                f"{self.model.name}: {new} training step(s) skipped {where}; the latest, "
+                f"step {step}: {describe(self.model.pairs, flags)}. Weights, optimizer "
+                "state and BatchNorm statistics were left as they were before each "
+                f"skipped step. {count} step(s) skipped since the model was created "
+                "(`skipped_steps`)."
             )
         self._seen = count
         if self.action == "raise":
