@@ -3,7 +3,7 @@
 import numpy as np
 import numpy_reference as ref
 import pytest
-from conftest import to_numpy, value_and_grad
+from conftest import BACKEND, to_numpy, value_and_grad
 from keras import ops
 
 from keras_vid.losses import gaussian_nll, inverse_softplus, softened_kl, weighted_batch_mean
@@ -83,3 +83,23 @@ def test_inverse_softplus_round_trips_including_large_values():
 def test_unknown_reduction_is_rejected():
     with pytest.raises(ValueError, match="reduction"):
         gaussian_nll(np.zeros((2, 3)), np.zeros((2, 3)), np.ones(3), reduction="max")
+
+
+@pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="only TensorFlow traces with spatial sizes unknown until run time",
+)
+def test_gaussian_nll_sum_with_spatial_sizes_known_only_at_run_time():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(4)
+    t = rng.normal(size=(2, 5, 3, 4)).astype("float32")
+    mu = rng.normal(size=t.shape).astype("float32")
+    std = rng.uniform(0.5, 2.0, size=(4,)).astype("float32")
+    spec = tf.TensorSpec((None, None, None, 4), "float32")
+
+    @tf.function(input_signature=[spec, spec])
+    def nll(t, mu):
+        return gaussian_nll(t, mu, std, reduction="sum")
+
+    np.testing.assert_allclose(to_numpy(nll(t, mu)), ref.nll(t, mu, std, "sum"), rtol=1e-5)
