@@ -394,10 +394,13 @@ class VIDDistiller(keras.Model):
         )
         return loss, terms
 
-    def step_flags(self, x, y, teacher_outputs, student_outputs, loss, gradients):
+    def step_flags(
+        self, x, y, teacher_outputs, student_outputs, loss, gradients, finite_groups=None
+    ):
         """Flags of this training step and whether its update is safe to apply
         (see `keras_vid.step_guard`). With a `LossScaleOptimizer`, non-finite
-        gradients are left to it (it skips the step and lowers the scale)."""
+        gradients are left to it (it skips the step and lowers the scale).
+        A trainer may pass its own `finite_groups` (`step_guard.finite_groups`)."""
         scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
         return step_flags(
             len(self.pairs),
@@ -407,6 +410,7 @@ class VIDDistiller(keras.Model):
             student_outputs[LOGITS],
             loss,
             [] if scaled else gradients,
+            **({} if finite_groups is None else {"finite_groups": finite_groups}),
         )
 
     @property

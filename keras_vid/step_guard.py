@@ -32,16 +32,31 @@ def flag_names(pairs):
     return names
 
 
-def _all_finite(values):
-    checks = [
-        ops.all(ops.isfinite(value))
+def float_tensors(values):
+    """The floating-point tensors of a nested structure, in order."""
+    return [
+        value
         for value in tree.flatten(values)
         if value is not None
         and keras.backend.is_float_dtype(keras.backend.standardize_dtype(value.dtype))
     ]
-    if not checks:
-        return ops.convert_to_tensor(True)
-    return ops.all(ops.stack(checks))
+
+
+def finite_groups(groups):
+    """One boolean per group (a nested structure of tensors): whether every
+    floating-point element in that group is finite. Groups without float
+    tensors count as finite.
+
+    This is the `keras.ops` implementation every backend can use; a trainer
+    may pass a fused one of its own to `step_flags` (the PyTorch trainer
+    does, as one call for all tensors is cheaper than two ops per tensor in
+    eager mode).
+    """
+    checks = []
+    for group in groups:
+        values = [ops.all(ops.isfinite(value)) for value in float_tensors(group)]
+        checks.append(ops.all(ops.stack(values)) if values else ops.convert_to_tensor(True))
+    return ops.stack(checks)
 
 
 def labels_in_range(y, logits):
@@ -72,28 +87,29 @@ def safe_labels(y, logits):
     return ops.clip(y, 0, logits.shape[-1] - 1), in_range
 
 
-def batch_flags(num_pairs, x, y, teacher_outputs, student_logits):
-    """The flags of everything known before the update: input, labels, teacher."""
-    checks = [
-        _all_finite(x),
-        labels_in_range(y, student_logits),
-        _all_finite(teacher_outputs[LOGITS]),
-    ]
-    checks += [_all_finite(teacher_outputs[pair_key(k)]) for k in range(num_pairs)]
-    return ops.logical_not(ops.stack(checks))
+def step_flags(
+    num_pairs,
+    x,
+    y,
+    teacher_outputs,
+    student_logits,
+    loss,
+    gradients,
+    finite_groups=finite_groups,
+):
+    """All flags of a training step (int32 vector) and whether the update is safe.
 
-
-def step_flags(num_pairs, x, y, teacher_outputs, student_logits, loss, gradients):
-    """All flags of a training step (int32 vector) and whether the update is safe."""
-    update_ok = ops.logical_and(
-        ops.all(ops.isfinite(loss)), _all_finite([g for g in gradients if g is not None])
-    )
-    flags = ops.concatenate(
-        [
-            batch_flags(num_pairs, x, y, teacher_outputs, student_logits),
-            ops.expand_dims(ops.logical_not(update_ok), 0),
-        ]
-    )
+    `finite_groups` computes the finiteness checks, one per group: the
+    input, the teacher's logits, each teacher pair, the loss with the
+    gradients (see `finite_groups` in this module).
+    """
+    groups = [x, teacher_outputs[LOGITS]]
+    groups += [teacher_outputs[pair_key(k)] for k in range(num_pairs)]
+    groups.append([loss] + [g for g in gradients if g is not None])
+    finite = ops.convert_to_tensor(finite_groups(groups))
+    labels_ok = ops.reshape(labels_in_range(y, student_logits), (1,))
+    checks = ops.concatenate([finite[:1], labels_ok, finite[1:]])
+    flags = ops.logical_not(checks)
     ok = ops.logical_not(ops.any(flags))
     return ops.cast(flags, "int32"), ok
 

@@ -223,3 +223,56 @@ def test_same_layer_in_two_pairs_trains_one_head_each():
         assert not np.allclose(to_numpy(head.alpha), alpha)
     with pytest.raises(ValueError, match="appears twice"):
         VIDDistiller(small_cnn("t", 8), small_cnn("s", 4), pairs=pairs + [pairs[0]])
+
+
+def finite_groups_cases():
+    nan, inf = float("nan"), float("inf")
+    rng = np.random.default_rng(0)
+    clean = rng.normal(size=(3, 4, 4, 2)).astype("float32")
+    with_nan, with_inf, with_minus_inf = clean.copy(), clean.copy(), clean.copy()
+    with_nan[1, 2, 3, 0] = nan
+    with_inf[0, 0, 0, 1] = inf
+    with_minus_inf[2, 3, 1, 1] = -inf
+    huge = np.full((5,), 3e38, "float32")  # finite, though its sum would overflow
+    labels = np.arange(3, dtype="int32")
+    return [
+        clean,
+        {"a": clean, "b": with_nan},
+        [with_inf, None],
+        with_minus_inf,
+        huge,
+        labels,  # no float tensor: finite
+        [],
+        [np.float32(nan)],
+        [np.float32(1.0), clean[0, 0]],
+    ]
+
+
+def test_finite_groups_flags_exactly_the_groups_with_nan_or_inf():
+    from keras_vid.step_guard import finite_groups
+
+    groups = [
+        keras.tree.map_structure(
+            lambda v: None if v is None else keras.ops.convert_to_tensor(v), g
+        )
+        for g in finite_groups_cases()
+    ]
+    expected = [True, False, False, False, True, True, True, False, True]
+    assert to_numpy(finite_groups(groups)).tolist() == expected
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the PyTorch trainer's fused check")
+def test_torch_fused_finite_groups_matches_keras_ops_version():
+    from keras_vid.backend.torch_trainer import _finite_groups
+    from keras_vid.step_guard import finite_groups
+
+    groups = [
+        keras.tree.map_structure(
+            lambda v: None if v is None else keras.ops.convert_to_tensor(v), g
+        )
+        for g in finite_groups_cases()
+    ]
+    expected = to_numpy(finite_groups(groups)).tolist()
+    assert to_numpy(_finite_groups(groups)).tolist() == expected
+    # NumPy inputs (as `train_on_batch` may pass them) give the same answer.
+    assert to_numpy(_finite_groups(finite_groups_cases())).tolist() == expected

@@ -18,7 +18,10 @@ all of them.
 import weakref
 
 import torch
+from keras import ops
 from keras.utils import unpack_x_y_sample_weight
+
+from keras_vid import step_guard
 
 _DDP_WRAPPERS = weakref.WeakKeyDictionary()
 
@@ -65,6 +68,26 @@ def _ddp_step(distiller):
     return wrapper
 
 
+def _finite_groups(groups):
+    """`keras_vid.step_guard.finite_groups` in a few fused calls: the max-norm
+    of every tensor at once (`torch._foreach_norm`, as `clip_grad_norm_`
+    uses), which is NaN or Inf exactly when the tensor holds a NaN or an
+    Inf. In eager mode this is cheaper than two ops per tensor."""
+    tensors, sizes = [], []
+    for group in groups:
+        values = [ops.convert_to_tensor(v).detach() for v in step_guard.float_tensors(group)]
+        tensors += values
+        sizes.append(len(values))
+    if not tensors:
+        return torch.ones(len(groups), dtype=torch.bool)
+    finite = torch.isfinite(torch.stack(torch._foreach_norm(tensors, float("inf"))))
+    checks, start = [], 0
+    for size in sizes:
+        checks.append(finite[start : start + size].all())
+        start += size
+    return torch.stack(checks)
+
+
 def _agree(flags, ok):
     """Every process's flags raised on any process, and whether all are clear."""
     if not _distributed():
@@ -93,7 +116,9 @@ def train_step(distiller, data):
     variables = distiller.trainable_variables[:]
     gradients = [v.value.grad for v in variables]
     with torch.no_grad():
-        flags, ok = distiller.step_flags(x, y, teacher_outputs, student_outputs, loss, gradients)
+        flags, ok = distiller.step_flags(
+            x, y, teacher_outputs, student_outputs, loss, gradients, finite_groups=_finite_groups
+        )
         flags, ok = _agree(flags, ok)
         if bool(ok):
             distiller.optimizer.apply(gradients, variables)
