@@ -20,7 +20,7 @@ from keras_vid.features import (
 )
 from keras_vid.losses import softened_kl, weighted_batch_mean
 from keras_vid.pair_suggestion import resolve_pairs
-from keras_vid.step_guard import flag_names, safe_labels, step_flags
+from keras_vid.step_guard import finite_groups, flag_names, safe_labels, step_flags
 from keras_vid.vid_head import VIDHead
 
 HEAD_OPTIONS = (
@@ -395,12 +395,12 @@ class VIDDistiller(keras.Model):
         return loss, terms
 
     def step_flags(
-        self, x, y, teacher_outputs, student_outputs, loss, gradients, finite_groups=None
+        self, x, y, teacher_outputs, student_outputs, loss, gradients, check_finite=finite_groups
     ):
         """Flags of this training step and whether its update is safe to apply
         (see `keras_vid.step_guard`). With a `LossScaleOptimizer`, non-finite
         gradients are left to it (it skips the step and lowers the scale).
-        A trainer may pass its own `finite_groups` (`step_guard.finite_groups`)."""
+        A trainer may pass its own `check_finite` (as `step_guard.finite_groups`)."""
         scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
         return step_flags(
             len(self.pairs),
@@ -410,7 +410,7 @@ class VIDDistiller(keras.Model):
             student_outputs[LOGITS],
             loss,
             [] if scaled else gradients,
-            **({} if finite_groups is None else {"finite_groups": finite_groups}),
+            check_finite=check_finite,
         )
 
     @property

@@ -48,9 +48,9 @@ def finite_groups(groups):
     tensors count as finite.
 
     This is the `keras.ops` implementation every backend can use; a trainer
-    may pass a fused one of its own to `step_flags` (the PyTorch trainer
-    does, as one call for all tensors is cheaper than two ops per tensor in
-    eager mode).
+    may pass a fused one of its own to `step_flags` as `check_finite` (the
+    PyTorch trainer does: in eager mode one call for all tensors is cheaper
+    than two ops per tensor).
     """
     checks = []
     for group in groups:
@@ -95,18 +95,18 @@ def step_flags(
     student_logits,
     loss,
     gradients,
-    finite_groups=finite_groups,
+    check_finite=finite_groups,
 ):
     """All flags of a training step (int32 vector) and whether the update is safe.
 
-    `finite_groups` computes the finiteness checks, one per group: the
+    `check_finite` computes the finiteness checks, one per group: the
     input, the teacher's logits, each teacher pair, the loss with the
-    gradients (see `finite_groups` in this module).
+    gradients (`finite_groups` in this module, or a trainer's fused one).
     """
     groups = [x, teacher_outputs[LOGITS]]
     groups += [teacher_outputs[pair_key(k)] for k in range(num_pairs)]
     groups.append([loss] + [g for g in gradients if g is not None])
-    finite = ops.convert_to_tensor(finite_groups(groups))
+    finite = ops.convert_to_tensor(check_finite(groups))
     labels_ok = ops.reshape(labels_in_range(y, student_logits), (1,))
     checks = ops.concatenate([finite[:1], labels_ok, finite[1:]])
     flags = ops.logical_not(checks)

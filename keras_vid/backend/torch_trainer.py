@@ -117,7 +117,7 @@ def train_step(distiller, data):
     gradients = [v.value.grad for v in variables]
     with torch.no_grad():
         flags, ok = distiller.step_flags(
-            x, y, teacher_outputs, student_outputs, loss, gradients, finite_groups=_finite_groups
+            x, y, teacher_outputs, student_outputs, loss, gradients, check_finite=_finite_groups
         )
         flags, ok = _agree(flags, ok)
         if bool(ok):
