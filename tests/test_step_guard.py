@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CNN_PAIRS, small_cnn, to_numpy
+from conftest import BACKEND, CNN_PAIRS, small_cnn, to_numpy
 
 from keras_vid import VIDDistiller
 from keras_vid.callbacks import NonFiniteMonitor
@@ -248,30 +248,29 @@ def finite_groups_cases():
     ]
 
 
+def finite_groups_tensor_cases():
+    """`finite_groups_cases` as backend tensors."""
+    to_tensor = keras.ops.convert_to_tensor
+    return [
+        keras.tree.map_structure(lambda v: None if v is None else to_tensor(v), g)
+        for g in finite_groups_cases()
+    ]
+
+
 def test_finite_groups_flags_exactly_the_groups_with_nan_or_inf():
     from keras_vid.step_guard import finite_groups
 
-    groups = [
-        keras.tree.map_structure(
-            lambda v: None if v is None else keras.ops.convert_to_tensor(v), g
-        )
-        for g in finite_groups_cases()
-    ]
+    groups = finite_groups_tensor_cases()
     expected = [True, False, False, False, True, True, True, False, True]
     assert to_numpy(finite_groups(groups)).tolist() == expected
 
 
-@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the PyTorch trainer's fused check")
+@pytest.mark.skipif(BACKEND != "torch", reason="the PyTorch trainer's fused check")
 def test_torch_fused_finite_groups_matches_keras_ops_version():
     from keras_vid.backend.torch_trainer import _finite_groups
     from keras_vid.step_guard import finite_groups
 
-    groups = [
-        keras.tree.map_structure(
-            lambda v: None if v is None else keras.ops.convert_to_tensor(v), g
-        )
-        for g in finite_groups_cases()
-    ]
+    groups = finite_groups_tensor_cases()
     expected = to_numpy(finite_groups(groups)).tolist()
     assert to_numpy(_finite_groups(groups)).tolist() == expected
     # NumPy inputs (as `train_on_batch` may pass them) give the same answer.
