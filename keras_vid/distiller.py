@@ -31,6 +31,7 @@ HEAD_OPTIONS = (
     "epsilon",
     "reduction",
     "learn_variance",
+    "min_variance",
 )
 
 
@@ -137,7 +138,7 @@ class VIDDistiller(keras.Model):
             is VID-LP.
         head_options: options for every `VIDHead` (`depth`, `hidden_width`,
             `use_batch_norm`, `init_variance`, `epsilon`, `reduction`,
-            `learn_variance`): one dict for all pairs or a list with one dict
+            `learn_variance`, `min_variance`): one dict for all pairs or a list with one dict
             per pair.
         heads: instead of `head_options`, one layer per pair to use as its
             loss (for other feature losses on the same training loop, such as
@@ -225,6 +226,9 @@ class VIDDistiller(keras.Model):
         self.kd_weight = self.add_weight(
             name="kd_weight", shape=(), initializer="zeros", trainable=False
         )
+        self.task_weight = self.add_weight(
+            name="task_weight", shape=(), initializer="ones", trainable=False
+        )
         # Skipped steps (see `keras_vid.step_guard`): how many, and the flags
         # and step index of the latest, for `NonFiniteMonitor` to report.
         self.skipped_steps = self.add_weight(
@@ -261,6 +265,7 @@ class VIDDistiller(keras.Model):
         kd_weight=0.0,
         temperature=4.0,
         alpha_weight_decay=False,
+        task_weight=1.0,
         **kwargs,
     ):
         """Configure training; arguments beyond `keras.Model.compile`'s:
@@ -272,6 +277,12 @@ class VIDDistiller(keras.Model):
             temperature: softmax temperature T of the KD term.
             alpha_weight_decay: apply the optimizer's weight decay to the
                 heads' α as well. Off by default: decay on α biases σ.
+            task_weight: weight of the task loss (the compiled loss plus the
+                models' regularization losses), default 1. Scaling the task
+                term down is not the same as scaling the VID terms up: the
+                learning rate of everything else stays as it is. The
+                TensorFlow reproduction of the paper trains on
+                `0.1·CE + Σ VID`, i.e. `task_weight=0.1`.
         """
         num_pairs = len(self.pairs)
         if isinstance(vid_weight, (list, tuple)):
@@ -284,6 +295,7 @@ class VIDDistiller(keras.Model):
         else:
             vid_weights = [_check_weight(vid_weight, "vid_weight")] * num_pairs
         kd_weight = _check_weight(kd_weight, "kd_weight")
+        task_weight = _check_weight(task_weight, "task_weight")
         if (
             isinstance(temperature, bool)
             or not isinstance(temperature, numbers.Real)
@@ -294,6 +306,7 @@ class VIDDistiller(keras.Model):
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         self.vid_weights.assign(vid_weights)
         self.kd_weight.assign(kd_weight)
+        self.task_weight.assign(task_weight)
         self.temperature = float(temperature)
         self._vid_use_task_loss = loss is not None
         self._vid_compile_args = {
@@ -303,6 +316,7 @@ class VIDDistiller(keras.Model):
             "kd_weight": kd_weight,
             "temperature": self.temperature,
             "alpha_weight_decay": bool(alpha_weight_decay),
+            "task_weight": task_weight,
         }
         if not alpha_weight_decay:
             self._exclude_alphas_from_weight_decay()
@@ -388,7 +402,7 @@ class VIDDistiller(keras.Model):
         )
         terms["kd_loss"] = kd
         loss = (
-            terms["task_loss"]
+            ops.cast(self.task_weight, "float32") * terms["task_loss"]
             + ops.sum(ops.cast(self.vid_weights, "float32") * ops.stack(vid_terms))
             + ops.cast(self.kd_weight, "float32") * kd
         )

@@ -55,15 +55,36 @@ def _pointwise(units, use_bias, name):
     return keras.layers.Dense(units, use_bias=use_bias, name=name)
 
 
-def _stack(depth, hidden_width, out_units, use_bias, use_batch_norm, prefix):
-    """`depth` pointwise layers with [BN →] ReLU between them."""
+def batch_norm_mode(use_batch_norm):
+    """`None`, `"hidden"` or `"all"` for a `use_batch_norm` value (`True` is `"hidden"`)."""
+    if use_batch_norm is True or use_batch_norm == "hidden":
+        return "hidden"
+    if use_batch_norm == "all":
+        return "all"
+    return None
+
+
+def hidden_widths(depth, hidden_width, default):
+    """The widths of the `depth - 1` hidden layers: `hidden_width` repeated, a
+    list of its own, or `default` (the teacher's channels) when `None`."""
+    if isinstance(hidden_width, (list, tuple)):
+        return [int(w) for w in hidden_width]
+    return [hidden_width or default] * (depth - 1)
+
+
+def _stack(widths, out_units, use_bias, use_batch_norm, prefix):
+    """Pointwise layers of the hidden `widths` then `out_units`, each but the
+    last followed by [BN →] ReLU; with `use_batch_norm="all"` the last one by
+    BN too (the μ of the TensorFlow reproduction)."""
+    mode = batch_norm_mode(use_batch_norm)
+    widths = list(widths) + [out_units]
     layers = []
-    for i in range(depth):
-        last = i == depth - 1
-        layers.append(_pointwise(out_units if last else hidden_width, use_bias, f"{prefix}_{i}"))
+    for i, width in enumerate(widths):
+        last = i == len(widths) - 1
+        layers.append(_pointwise(width, use_bias and mode != "all", f"{prefix}_{i}"))
+        if mode == "all" or (mode == "hidden" and not last):
+            layers.append(keras.layers.BatchNormalization(name=f"{prefix}_bn_{i}"))
         if not last:
-            if use_batch_norm:
-                layers.append(keras.layers.BatchNormalization(name=f"{prefix}_bn_{i}"))
             layers.append(keras.layers.ReLU(name=f"{prefix}_relu_{i}"))
     return layers
 
@@ -82,10 +103,14 @@ def plan_regressor(
         student_shape: student feature shape, batch dimension included.
         teacher_shape: teacher feature shape, batch dimension included.
         depth: number of pointwise layers; `None` picks 3 when the teacher
-            feature is a map and the student a map, else 1 (linear).
-        hidden_width: width of the hidden layers; `None` uses the teacher's
+            feature is a map and the student a map, else 1 (linear), or
+            `len(hidden_width) + 1` when `hidden_width` is a list.
+        hidden_width: width of the hidden layers: an int for all of them, a
+            list with one int per hidden layer, or `None` for the teacher's
             channel count.
-        use_batch_norm: insert BatchNormalization before each hidden ReLU.
+        use_batch_norm: `False`; `True` or `"hidden"` for BatchNormalization
+            before each hidden ReLU; `"all"` for BatchNormalization after
+            every layer, the last included (its layers then have no bias).
         owner: name used in error messages.
 
     Returns:
@@ -117,10 +142,18 @@ def plan_regressor(
         )
 
     teacher_channels = teacher_shape[-1]
-    hidden_width = hidden_width or teacher_channels
     both_maps = s_rank == t_rank and s_rank in MAP_RANKS
+    if depth is None and isinstance(hidden_width, (list, tuple)):
+        depth = len(hidden_width) + 1
     if depth is None:
         depth = DEFAULT_MAP_DEPTH if both_maps else DEFAULT_VECTOR_DEPTH
+    if isinstance(hidden_width, (list, tuple)) and len(hidden_width) != depth - 1:
+        raise ValueError(
+            f"{owner}: `hidden_width` lists {len(hidden_width)} widths but a regressor of "
+            f"depth {depth} has {depth - 1} hidden layers. Received: "
+            f"hidden_width={list(hidden_width)!r}, depth={depth}"
+        )
+    widths = hidden_widths(depth, hidden_width, teacher_channels)
     student_pool = teacher_pool = None
     layers = []
     target_shape = teacher_shape
@@ -139,16 +172,16 @@ def plan_regressor(
             if common != t_space:
                 teacher_pool = _adaptive_pool(t_rank, common, "teacher_pool")
             target_shape = (teacher_shape[0],) + common + (teacher_channels,)
-        layers = _stack(depth, hidden_width, teacher_channels, False, use_batch_norm, "mean")
+        layers = _stack(widths, teacher_channels, False, use_batch_norm, "mean")
     elif t_rank == 2:
         if s_rank in MAP_RANKS:
             layers.append(_global_pool(s_rank, "student_global_pool"))
-        layers += _stack(depth, hidden_width, teacher_channels, True, use_batch_norm, "mean")
+        layers += _stack(widths, teacher_channels, True, use_batch_norm, "mean")
     else:
         # Vector student → teacher map (e.g. CNN teacher → MLP student).
         units = 1
         for d in teacher_shape[1:]:
             units *= d
-        layers = _stack(depth, hidden_width, units, True, use_batch_norm, "mean")
+        layers = _stack(widths, units, True, use_batch_norm, "mean")
         layers.append(keras.layers.Reshape(teacher_shape[1:], name="mean_reshape"))
     return RegressorPlan(student_pool, teacher_pool, layers, target_shape)

@@ -1,6 +1,7 @@
 """`VIDHead`: the variational distribution q(t | s) of one layer pair."""
 
 import math
+import numbers
 
 import keras
 from keras import ops
@@ -15,8 +16,10 @@ class VIDHead(keras.layers.Layer):
 
     The head predicts the teacher feature `t` from the student feature `s`
     with a small regressor μ(s) and scores it with a Gaussian whose standard
-    deviation per teacher channel is `σ_c = softplus(α_c) + epsilon`. Calling
-    it returns the per-example negative log-likelihood (constants dropped)
+    deviation per teacher channel is `σ_c = softplus(α_c) + epsilon`, or
+    with a variance floor `σ_c² = (softplus(α_c) + epsilon)² + min_variance`.
+    Calling it returns the per-example negative log-likelihood (constants
+    dropped)
 
         nll = reduce_{h,w,c} [ log σ_c + (t − μ(s))² / (2 σ_c²) ]
 
@@ -43,14 +46,26 @@ class VIDHead(keras.layers.Layer):
 
     Args:
         depth: number of pointwise layers in μ; `None` chooses 3 for
-            map → map pairs and 1 otherwise.
-        hidden_width: width of μ's hidden layers; `None` uses the teacher's
-            channel count.
-        use_batch_norm: add BatchNormalization before each hidden ReLU.
+            map → map pairs and 1 otherwise (or `len(hidden_width) + 1`).
+        hidden_width: width of μ's hidden layers: one int for all, a list
+            with one int per hidden layer (e.g. `[256, 256]` for 2C, 2C on a
+            128-channel teacher), or `None` for the teacher's channel count.
+        use_batch_norm: `False` (default); `True` / `"hidden"` adds
+            BatchNormalization before each hidden ReLU; `"all"` after every
+            layer of μ, the last included (as the TensorFlow reproduction).
         init_variance: initial σ² of every channel (default 5.0, as in the
-            reference implementations).
+            reference implementations); must exceed `min_variance`.
         epsilon: floor added to σ (default 1e-5), so σ > 0 and the loss per
             element is at least `log(epsilon)`.
+        min_variance: floor on σ² (default 0). With a floor v the loss per
+            element is at least `½·log v`, and its gradient with respect to μ,
+            `(μ − t) / σ²`, is at most `|μ − t| / v`: the variance cannot
+            collapse onto channels the regressor already fits, which would
+            blow the VID gradient up by 1/σ² and let it swamp the task loss.
+            Where the error is far below v the term is MSE / (2v) (FitNet);
+            where it is above, σ² follows the error (VID). The PyTorch
+            references use no floor (1e-5 on σ²); the TensorFlow reproduction
+            that matched the paper uses 1.
         reduction: `"mean"` over the teacher's elements (default, so a weight
             of 1 suits any layer size) or `"sum"` (the paper's form).
         learn_variance: train α (default). `False` keeps σ² at
@@ -76,6 +91,7 @@ class VIDHead(keras.layers.Layer):
         epsilon=1e-5,
         reduction="mean",
         learn_variance=True,
+        min_variance=0.0,
         **kwargs,
     ):
         kwargs.pop("autocast", None)
@@ -85,19 +101,45 @@ class VIDHead(keras.layers.Layer):
                 f"{self._who()}: `depth` must be a positive integer or None. "
                 f"Received: depth={depth!r}"
             )
-        if hidden_width is not None and (not isinstance(hidden_width, int) or hidden_width < 1):
+        widths = hidden_width if isinstance(hidden_width, (list, tuple)) else [hidden_width]
+        if hidden_width is not None and (
+            not widths
+            or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)
+        ):
             raise ValueError(
-                f"{self._who()}: `hidden_width` must be a positive integer or "
-                f"None. Received: hidden_width={hidden_width!r}"
+                f"{self._who()}: `hidden_width` must be a positive integer, a non-empty list "
+                f"of positive integers, or None. Received: hidden_width={hidden_width!r}"
+            )
+        if isinstance(hidden_width, (list, tuple)) and depth is not None:
+            if len(hidden_width) != depth - 1:
+                raise ValueError(
+                    f"{self._who()}: `hidden_width` lists {len(hidden_width)} widths but "
+                    f"`depth={depth}` has {depth - 1} hidden layers. Received: "
+                    f"hidden_width={list(hidden_width)!r}, depth={depth}"
+                )
+        if not (isinstance(use_batch_norm, bool) or use_batch_norm in ("hidden", "all")):
+            raise ValueError(
+                f"{self._who()}: `use_batch_norm` must be False, True, 'hidden' or 'all'. "
+                f"Received: use_batch_norm={use_batch_norm!r}"
+            )
+        if (
+            isinstance(min_variance, bool)
+            or not isinstance(min_variance, numbers.Real)
+            or not 0 <= min_variance < float("inf")
+        ):
+            raise ValueError(
+                f"{self._who()}: `min_variance` must be a finite number ≥ 0. "
+                f"Received: min_variance={min_variance!r}"
             )
         if not epsilon > 0:
             raise ValueError(
                 f"{self._who()}: `epsilon` must be > 0. Received: epsilon={epsilon!r}"
             )
-        if not init_variance > 0 or math.sqrt(init_variance) <= epsilon:
+        if not init_variance > 0 or math.sqrt(max(init_variance - min_variance, 0.0)) <= epsilon:
             raise ValueError(
-                f"{self._who()}: `init_variance` must be > 0 and its square root larger "
-                f"than `epsilon`. Received: init_variance={init_variance!r}, "
+                f"{self._who()}: `init_variance` must be > 0, above `min_variance`, and "
+                f"√(init_variance − min_variance) larger than `epsilon`. Received: "
+                f"init_variance={init_variance!r}, min_variance={min_variance!r}, "
                 f"epsilon={epsilon!r}"
             )
         if reduction not in REDUCTIONS:
@@ -106,8 +148,11 @@ class VIDHead(keras.layers.Layer):
                 f"Received: reduction={reduction!r}"
             )
         self.depth = depth
-        self.hidden_width = hidden_width
-        self.use_batch_norm = bool(use_batch_norm)
+        self.hidden_width = list(hidden_width) if isinstance(hidden_width, tuple) else hidden_width
+        self.use_batch_norm = (
+            use_batch_norm if isinstance(use_batch_norm, str) else bool(use_batch_norm)
+        )
+        self.min_variance = float(min_variance)
         self.init_variance = float(init_variance)
         self.epsilon = float(epsilon)
         self.reduction = reduction
@@ -144,7 +189,9 @@ class VIDHead(keras.layers.Layer):
         if self.teacher_pool is not None:
             self.teacher_pool.build(self.teacher_shape)
         channels = self.teacher_shape[-1]
-        alpha_0 = float(inverse_softplus(math.sqrt(self.init_variance) - self.epsilon))
+        alpha_0 = float(
+            inverse_softplus(math.sqrt(self.init_variance - self.min_variance) - self.epsilon)
+        )
         self.alpha = self.add_weight(
             name="alpha",
             shape=(channels,),
@@ -157,7 +204,10 @@ class VIDHead(keras.layers.Layer):
     @property
     def std(self):
         """σ per teacher channel, float32, shape `(channels,)`."""
-        return ops.softplus(self.alpha) + self.epsilon
+        std = ops.softplus(self.alpha) + self.epsilon
+        if self.min_variance:
+            return ops.sqrt(ops.square(std) + self.min_variance)
+        return std
 
     @property
     def variance(self):
@@ -205,6 +255,7 @@ class VIDHead(keras.layers.Layer):
                 "epsilon": self.epsilon,
                 "reduction": self.reduction,
                 "learn_variance": self.learn_variance,
+                "min_variance": self.min_variance,
             }
         )
         return config

@@ -69,10 +69,16 @@ def head_target(head, teacher):
     return t
 
 
-def head_nll(head, student, teacher):
-    """The per-example NLL a `VIDHead` should return, from its weights."""
+def head_std(head):
+    """σ of a built `VIDHead`: softplus(α) + ε, then the floor on σ², in float64."""
     alpha = keras.ops.convert_to_numpy(head.alpha).astype("float64")
     std = softplus(alpha) + head.epsilon
+    return np.sqrt(std**2 + getattr(head, "min_variance", 0.0))
+
+
+def head_nll(head, student, teacher):
+    """The per-example NLL a `VIDHead` should return, from its weights."""
+    std = head_std(head)
     return nll(head_target(head, teacher), head_mean(head, student), std, head.reduction)
 
 

@@ -70,6 +70,63 @@ def test_logged_loss_is_the_weighted_sum_of_its_terms(models, data):
     assert logs["loss"] == pytest.approx(expected, rel=1e-5)
 
 
+def test_task_weight_scales_the_task_term_only(models, data):
+    x, y = data
+    distiller = make_distiller(models, vid_weight=[0.5, 2.0, 1.5], task_weight=0.1)
+    logs = distiller.test_on_batch(x, y, return_dict=True)
+    expected = 0.1 * logs["task_loss"] + 0.5 * logs["vid_0"] + 2.0 * logs["vid_1"]
+    assert logs["loss"] == pytest.approx(expected + 1.5 * logs["vid_2"], rel=1e-5)
+    # The logged task loss is the unweighted cross-entropy.
+    plain = make_distiller(models).test_on_batch(x, y, return_dict=True)
+    assert logs["task_loss"] == pytest.approx(plain["task_loss"], rel=1e-6)
+    assert distiller.get_compile_config()["task_weight"] == 0.1
+
+
+def test_task_weight_zero_trains_on_vid_alone(models, data):
+    # Only the VID terms drive the student: its logits layer gets no gradient.
+    x, y = data
+    teacher, student = models
+    distiller = VIDDistiller(teacher, student, pairs=CNN_PAIRS[:2])
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1), loss=CE, task_weight=0.0)
+    logits_before = weights_of(student.get_layer("s_logits"))
+    conv_before = weights_of(student.get_layer("s_conv1"))
+    distiller.train_on_batch(x, y)
+    assert not any(changed(logits_before, weights_of(student.get_layer("s_logits"))))
+    assert all(changed(conv_before, weights_of(student.get_layer("s_conv1"))))
+
+
+@pytest.mark.parametrize("clip", ["clipnorm", "global_clipnorm"])
+def test_optimizer_gradient_clipping_applies_in_the_custom_step(models, data, clip):
+    # Plain SGD with lr 1: a variable's update is minus its (clipped) gradient,
+    # so the update norms show whether the optimizer clipped them.
+    x, y = data
+    limit = 1e-3
+
+    def updates(**clipping):
+        keras.utils.set_random_seed(0)
+        teacher, student = small_cnn("t", 8), small_cnn("s", 4)
+        distiller = VIDDistiller(teacher, student, pairs=CNN_PAIRS)
+        distiller.compile(optimizer=keras.optimizers.SGD(1.0, **clipping), loss=CE)
+        before = [to_numpy(v).copy() for v in distiller.trainable_variables]
+        distiller.train_on_batch(x, y)
+        after = [to_numpy(v) for v in distiller.trainable_variables]
+        return [np.linalg.norm(a - b) for a, b in zip(after, before)]
+
+    free = updates()
+    clipped = updates(**{clip: limit})
+    assert np.sqrt(np.sum(np.square(free))) > 100 * limit  # clipping has work to do
+    if clip == "clipnorm":
+        # Every tensor at most `limit`; those whose gradient was larger at it.
+        assert max(clipped) <= limit * (1 + 1e-3)
+        big = [c for f, c in zip(free, clipped) if f > limit]
+        assert big and np.allclose(big, limit, rtol=1e-3)
+    else:
+        assert np.sqrt(np.sum(np.square(clipped))) == pytest.approx(limit, rel=1e-3)
+        # Directions kept: each update shrinks by the same factor.
+        ratios = [c / f for f, c in zip(free, clipped) if f > 0]
+        np.testing.assert_allclose(ratios, ratios[0], rtol=1e-2)
+
+
 def test_terms_match_heads_and_numpy_kd_with_sample_weights(models, data):
     x, y = data
     teacher, student = models
@@ -358,6 +415,7 @@ def test_bad_head_options_raise(models, options, match):
         ({"vid_weight": [1.0, -0.5, 1.0]}, r"vid_weight\[1\]"),
         ({"kd_weight": -0.1}, "kd_weight"),
         ({"temperature": 0}, "temperature"),
+        ({"task_weight": -1.0}, "task_weight"),
     ],
 )
 def test_bad_compile_arguments_raise(models, kwargs, match):

@@ -191,3 +191,158 @@ def test_unmappable_shapes_raise_naming_the_head(student_shape, teacher_shape, m
     with pytest.raises(ValueError, match=match) as info:
         VIDHead(name="my_head").build(student_shape, teacher_shape)
     assert "my_head" in str(info.value)
+
+
+# ------------------------------------------------------------- variance floor
+
+
+@pytest.mark.parametrize("min_variance", [0.5, 1.0])
+def test_variance_floor_matches_numpy_and_starts_at_init_variance(min_variance):
+    s, t = _features((3, 4, 4, 2), (3, 4, 4, 3), seed=3)
+    head = VIDHead(min_variance=min_variance, init_variance=6.0)
+    value = to_numpy(head(s, t))
+    np.testing.assert_allclose(to_numpy(head.variance), np.full(3, 6.0), rtol=1e-5)
+    np.testing.assert_allclose(value, ref.head_nll(head, s, t), rtol=2e-5, atol=2e-5)
+    # σ² = (softplus(α) + ε)² + v.
+    expected = (ref.softplus(to_numpy(head.alpha).astype("float64")) + 1e-5) ** 2 + min_variance
+    np.testing.assert_allclose(to_numpy(head.variance), expected, rtol=1e-5)
+
+
+def test_variance_floor_bounds_loss_and_gradient():
+    # α → −∞: σ² reaches the floor v, the loss per element of a perfect mean
+    # is ½·log v (not log ε) and ∂loss/∂μ = (μ − t) / v, not (μ − t) / ε².
+    v = 0.25
+    head = VIDHead(min_variance=v)
+    s, t = _features((2, 5), (2, 3), seed=4)
+    head.build(s.shape, t.shape)
+    head.alpha.assign(np.full(3, -80.0, "float32"))
+    np.testing.assert_allclose(to_numpy(head.variance), np.full(3, v), rtol=1e-4)
+    mu = ref.head_mean(head, s).astype("float32")
+    np.testing.assert_allclose(to_numpy(head(s, mu)), 0.5 * math.log(v), rtol=1e-4)
+
+    from keras_vid.losses import gaussian_nll
+
+    target = mu + 0.1
+    _, grad = value_and_grad(
+        lambda m: keras.ops.sum(gaussian_nll(target, m, head.std, "sum")), mu.copy()
+    )
+    np.testing.assert_allclose(grad, np.full_like(mu, -0.1 / v), rtol=1e-3)
+
+
+def test_variance_floor_gradient_wrt_alpha():
+    # d/dα of Σ [½ log σ² + e/(2σ²)] with σ² = (softplus(α) + ε)² + v.
+    v = 1.0
+    s, t = _features((4, 3, 3, 2), (4, 3, 3, 2), seed=5)
+    head = VIDHead(reduction="sum", min_variance=v, init_variance=3.0)
+    head.build(s.shape, t.shape)
+    mu = ref.head_mean(head, s)
+    sq = ((t - mu) ** 2).sum(axis=(0, 1, 2))
+    n = 4 * 3 * 3
+
+    def loss(alpha):
+        from keras_vid.losses import gaussian_nll
+
+        std = keras.ops.sqrt(keras.ops.square(keras.ops.softplus(alpha) + head.epsilon) + v)
+        return keras.ops.sum(gaussian_nll(t, mu.astype("float32"), std, "sum"))
+
+    alpha = to_numpy(head.alpha).astype("float64")
+    _, grad = value_and_grad(loss, alpha.astype("float32"))
+    u = ref.softplus(alpha) + head.epsilon
+    var = u**2 + v
+    dvar = 2 * u / (1 + np.exp(-alpha))
+    expected = (n / (2 * var) - sq / (2 * var**2)) * dvar
+    np.testing.assert_allclose(grad, expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"min_variance": -1.0}, "min_variance"),
+        ({"min_variance": float("inf")}, "min_variance"),
+        ({"min_variance": "1"}, "min_variance"),
+        ({"min_variance": 5.0, "init_variance": 5.0}, "init_variance"),
+        ({"min_variance": 6.0, "init_variance": 5.0}, "init_variance"),
+    ],
+)
+def test_bad_variance_floor_is_rejected_early(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        VIDHead(**kwargs)
+
+
+# ------------------------------------------------------- μ's widths and BN
+
+
+def test_hidden_width_list_sets_each_layer():
+    head = VIDHead(hidden_width=[12, 7])
+    head.build((None, 4, 4, 3), (None, 4, 4, 5))
+    dense = [layer for layer in head.regressor if isinstance(layer, keras.layers.Dense)]
+    assert [d.units for d in dense] == [12, 7, 5]
+    assert [tuple(d.kernel.shape) for d in dense] == [(3, 12), (12, 7), (7, 5)]
+    s, t = _features((2, 4, 4, 3), (2, 4, 4, 5), seed=6)
+    np.testing.assert_allclose(to_numpy(head(s, t)), ref.head_nll(head, s, t), rtol=2e-5)
+
+    vectors = VIDHead(hidden_width=[9])
+    vectors.build((None, 6), (None, 4))
+    assert [d.units for d in vectors.regressor if isinstance(d, keras.layers.Dense)] == [9, 4]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"hidden_width": [4, 4], "depth": 2}, "hidden layers"),
+        ({"hidden_width": []}, "hidden_width"),
+        ({"hidden_width": [4, 0]}, "hidden_width"),
+        ({"hidden_width": [4, 2.5]}, "hidden_width"),
+        ({"use_batch_norm": "last"}, "use_batch_norm"),
+    ],
+)
+def test_bad_regressor_options_are_rejected_early(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        VIDHead(**kwargs)
+
+
+def test_batch_norm_after_every_layer():
+    head = VIDHead(use_batch_norm="all", hidden_width=[8, 8])
+    head.build((None, 4, 4, 3), (None, 4, 4, 5))
+    kinds = [type(layer).__name__ for layer in head.regressor]
+    assert kinds == [
+        "Dense",
+        "BatchNormalization",
+        "ReLU",
+        "Dense",
+        "BatchNormalization",
+        "ReLU",
+        "Dense",
+        "BatchNormalization",
+    ]
+    assert not any(getattr(layer, "use_bias", False) for layer in head.regressor)
+    s, t = _features((2, 4, 4, 3), (2, 4, 4, 5), seed=7)
+    # Inference mode: BN uses its moving statistics, as the NumPy reference does.
+    np.testing.assert_allclose(
+        to_numpy(head(s, t, training=False)), ref.head_nll(head, s, t), rtol=2e-5, atol=2e-5
+    )
+    # Vectors (VID-LP) keep no bias either: BN's β takes its place.
+    vectors = VIDHead(use_batch_norm="all")
+    vectors.build((None, 6), (None, 4))
+    assert [type(layer).__name__ for layer in vectors.regressor] == [
+        "Dense",
+        "BatchNormalization",
+    ]
+    assert not vectors.regressor[0].use_bias
+    hidden = VIDHead(use_batch_norm="hidden")
+    hidden.build((None, 4, 4, 3), (None, 4, 4, 5))
+    assert [type(layer).__name__ for layer in hidden.regressor].count("BatchNormalization") == 2
+
+
+def test_new_options_round_trip_through_config():
+    head = VIDHead(hidden_width=[6, 5], use_batch_norm="all", min_variance=1.0)
+    head.build((None, 4, 4, 3), (None, 4, 4, 2))
+    clone = VIDHead.from_config(head.get_config())
+    assert clone.hidden_width == [6, 5]
+    assert clone.use_batch_norm == "all" and clone.min_variance == 1.0
+    clone.build((None, 4, 4, 3), (None, 4, 4, 2))
+    clone.set_weights(head.get_weights())
+    s, t = _features((2, 4, 4, 3), (2, 4, 4, 2), seed=8)
+    np.testing.assert_allclose(
+        to_numpy(clone(s, t, training=False)), to_numpy(head(s, t, training=False)), rtol=1e-6
+    )

@@ -37,6 +37,15 @@ def _per_class(text):
     return None if text.strip().lower() == "all" else int(text)
 
 
+def _width(text):
+    text = text.strip().lower()
+    if text in ("none", ""):
+        return None
+    if text.endswith("x"):
+        return ("x", float(text[:-1]))
+    return int(text)
+
+
 def _optional_int(text):
     return None if text.strip().lower() in ("none", "all", "") else int(text)
 
@@ -62,6 +71,20 @@ def build_parser():
         type=_optional_int,
         default=None,
         help="score a fixed stratified subset of the test split (default: all of it).",
+    )
+    d.add_argument(
+        "--validation-per-class",
+        type=_optional_int,
+        default=None,
+        help="carve this many images per class (stratified, fixed) out of the training split "
+        "as a validation split that no student trains on.",
+    )
+    d.add_argument(
+        "--score-on",
+        choices=("test", "validation"),
+        default="test",
+        help="score students on the test split (default) or the validation split "
+        "(for choosing hyperparameters).",
     )
     d.add_argument("--no-augment", action="store_true", help="no pad-crop and no flip.")
     d.add_argument("--no-flip", action="store_true", help="pad-crop without horizontal flips.")
@@ -98,6 +121,11 @@ def build_parser():
         default=None,
         help="train the teacher on a subset (default: the whole training split).",
     )
+    t.add_argument(
+        "--teacher-model",
+        default=None,
+        help="a saved teacher (.keras) to load instead of training or looking one up.",
+    )
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr", type=float, default=0.1)
     t.add_argument(
@@ -105,6 +133,9 @@ def build_parser():
         type=float,
         default=5e-4,
         help="L2 coefficient as in PyTorch's SGD (rescaled for Keras's decoupled decay).",
+    )
+    t.add_argument(
+        "--clipnorm", type=float, default=None, help="clip every gradient tensor to this norm."
     )
 
     m = p.add_argument_group("method settings")
@@ -114,7 +145,28 @@ def build_parser():
     m.add_argument("--kd-weight", type=float, default=1.0)
     m.add_argument("--temperature", type=float, default=4.0)
     m.add_argument("--init-variance", type=float, default=5.0)
-    m.add_argument("--hidden-width", type=_optional_int, default=None)
+    m.add_argument(
+        "--hidden-width",
+        type=_width,
+        default=None,
+        help="width of μ's hidden layers: an int, or '<k>x' for k × the teacher's channels "
+        "of each pair (the reproduction's 2C is '2x'). Default: the teacher's channels.",
+    )
+    m.add_argument(
+        "--min-variance", type=float, default=0.0, help="VID heads' floor on σ² (default 0)."
+    )
+    m.add_argument(
+        "--head-batch-norm",
+        choices=("none", "hidden", "all"),
+        default="none",
+        help="BatchNormalization in μ: none, before the hidden ReLUs, or after every layer.",
+    )
+    m.add_argument(
+        "--task-weight",
+        type=float,
+        default=1.0,
+        help="weight of the task loss in the distilling methods (the student keeps 1).",
+    )
     m.add_argument("--head-depth", type=_optional_int, default=None)
     m.add_argument(
         "--stages",
@@ -161,6 +213,7 @@ def main(argv=None):
         min_steps=args.min_steps,
         augmentation=not args.no_augment,
         flip=not args.no_flip,
+        clipnorm=args.clipnorm,
     )
     teacher_training = dataclasses.replace(
         training, epochs=args.teacher_epochs or args.epochs, min_steps=0
@@ -172,6 +225,8 @@ def main(argv=None):
         data_dir=args.data_dir,
         eval_per_class=args.eval_per_class,
         teacher_per_class=args.teacher_per_class,
+        validation_per_class=args.validation_per_class,
+        score_on=args.score_on,
     )
     methods = MethodConfig(
         vid_weight=args.vid_weight,
@@ -180,9 +235,13 @@ def main(argv=None):
         kd_weight=args.kd_weight,
         temperature=args.temperature,
         init_variance=args.init_variance,
-        hidden_width=args.hidden_width,
+        hidden_width=None if isinstance(args.hidden_width, tuple) else args.hidden_width,
+        hidden_multiplier=args.hidden_width[1] if isinstance(args.hidden_width, tuple) else None,
         head_depth=args.head_depth,
         stages=tuple(args.stages) if args.stages else None,
+        min_variance=args.min_variance,
+        use_batch_norm=False if args.head_batch_norm == "none" else args.head_batch_norm,
+        task_weight=args.task_weight,
     )
     config = {
         "command": "python -m keras_vid.experiments "
@@ -208,7 +267,14 @@ def main(argv=None):
         f"backend {keras.backend.backend()}"
     )
     teacher, teacher_info = get_teacher(
-        args.teacher, data_config, teacher_training, data, args.cache_dir, log=log
+        args.teacher,
+        data_config,
+        teacher_training,
+        data,
+        args.cache_dir,
+        log=log,
+        path=args.teacher_model,
+        verbose=args.verbose,
     )
     runs = []
     results_path = os.path.join(output_dir, "results.json")
@@ -241,11 +307,12 @@ def main(argv=None):
             seed,
             training,
             methods,
+            verbose=args.verbose,
         )
         runs.append(record)
         log(
             f"[{index}/{len(grid)}] {method:9s} per_class={per_class!s:>5} seed={seed}: "
-            f"{record['test_accuracy']:.2f} % ({record['epochs']} epochs, "
+            f"{record['accuracy']:.2f} % {record['scored_on']} ({record['epochs']} epochs, "
             f"{record['steps']} steps, {record['train_time_s']:.0f} s; "
             f"elapsed {time.time() - start:.0f} s)"
         )

@@ -34,7 +34,12 @@ class MethodConfig:
     weight per FitNet pair (default: λ); `at_weight` β per AT pair;
     `kd_weight` the weight of T²·KL next to the task loss (weight 1).
     `stages` keeps only these stage pairs (1-based, e.g. `(2, 3)`) for
-    `fitnet`, `at` and `vid-i`; `None` uses them all.
+    `fitnet`, `at` and `vid-i`; `None` uses them all. `hidden_multiplier`
+    sets μ's hidden widths to that multiple of each pair's teacher channels
+    (2 gives the reproduction's 2C, 2C, C); it overrides `hidden_width`.
+    `min_variance` is the VID heads' floor on σ²; `use_batch_norm` is
+    `VIDHead`'s (`False`, `"hidden"`, `"all"`); `task_weight` weighs the task
+    loss of every distilling method (the plain student keeps 1).
     """
 
     vid_weight: float = 1.0
@@ -45,8 +50,11 @@ class MethodConfig:
     init_variance: float = 5.0
     hidden_width: int | None = None
     head_depth: int | None = None
-    use_batch_norm: bool = False
+    use_batch_norm: bool | str = False
     stages: tuple | None = None
+    min_variance: float = 0.0
+    hidden_multiplier: float | None = None
+    task_weight: float = 1.0
 
     def head_options(self, **overrides):
         options = {
@@ -54,8 +62,22 @@ class MethodConfig:
             "hidden_width": self.hidden_width,
             "depth": self.head_depth,
             "use_batch_norm": self.use_batch_norm,
+            "min_variance": self.min_variance,
         }
         options.update(overrides)
+        return options
+
+    def pair_head_options(self, teacher, pairs, **overrides):
+        """One options dict per pair (hidden widths scaled to each teacher layer)."""
+        options = []
+        for _, teacher_layer in pairs:
+            option = self.head_options(**overrides)
+            if self.hidden_multiplier:
+                channels = teacher.get_layer(teacher_layer).output.shape[-1]
+                depth = self.head_depth or 3
+                width = max(1, int(round(self.hidden_multiplier * channels)))
+                option["hidden_width"] = [width] * (depth - 1)
+            options.append(option)
         return options
 
 
@@ -89,27 +111,32 @@ def build_method(method, teacher, student, teacher_arch, student_arch, config=No
         return student, {}
     logits_pair = [(student_arch.logits, teacher_arch.logits)]
     kd = {"kd_weight": config.kd_weight, "temperature": config.temperature}
+    task = {"task_weight": config.task_weight}
     if method == "kd":
         distiller = VIDDistiller(teacher, student, pairs=logits_pair)
-        return distiller, {"vid_weight": 0.0, **kd}
+        return distiller, {"vid_weight": 0.0, **kd, **task}
     if method == "vid-lp":
         pairs = [(student_arch.penultimate, teacher_arch.logits)]
-        distiller = VIDDistiller(teacher, student, pairs=pairs, head_options=config.head_options())
-        return distiller, {"vid_weight": config.vid_weight, "kd_weight": 0.0}
+        options = config.head_options(hidden_width=None, depth=None)
+        distiller = VIDDistiller(teacher, student, pairs=pairs, head_options=options)
+        return distiller, {"vid_weight": config.vid_weight, "kd_weight": 0.0, **task}
     pairs = stage_pairs(student_arch, teacher_arch)
     if config.stages:
         pairs = [pairs[i - 1] for i in config.stages]
     if method == "fitnet":
-        options = config.head_options(init_variance=1.0, learn_variance=False)
+        options = config.pair_head_options(
+            teacher, pairs, init_variance=1.0, learn_variance=False, min_variance=0.0
+        )
         distiller = VIDDistiller(teacher, student, pairs=pairs, head_options=options)
         weight = config.vid_weight if config.fitnet_weight is None else config.fitnet_weight
-        return distiller, {"vid_weight": weight, "kd_weight": 0.0}
+        return distiller, {"vid_weight": weight, "kd_weight": 0.0, **task}
     if method == "at":
         heads = [AttentionTransferHead(name=f"at_head_{i}") for i in range(len(pairs))]
         distiller = VIDDistiller(teacher, student, pairs=pairs, heads=heads)
-        return distiller, {"vid_weight": config.at_weight, "kd_weight": 0.0}
+        return distiller, {"vid_weight": config.at_weight, "kd_weight": 0.0, **task}
     if method in ("vid-i", "kd+vid-i"):
-        distiller = VIDDistiller(teacher, student, pairs=pairs, head_options=config.head_options())
+        options = config.pair_head_options(teacher, pairs)
+        distiller = VIDDistiller(teacher, student, pairs=pairs, head_options=options)
         extra = kd if method == "kd+vid-i" else {"kd_weight": 0.0}
-        return distiller, {"vid_weight": config.vid_weight, **extra}
+        return distiller, {"vid_weight": config.vid_weight, **extra, **task}
     raise ValueError(f"Unknown method {method!r}; choose from {METHODS}.")

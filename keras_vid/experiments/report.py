@@ -6,12 +6,23 @@ import os
 import numpy as np
 
 
+def run_accuracy(run):
+    """A run's accuracy on the split it was scored on (older records: `test_accuracy`)."""
+    return run["accuracy"] if "accuracy" in run else run["test_accuracy"]
+
+
+def scored_split(runs):
+    """`"validation"`, `"test"`, or `"mixed"` for the runs' scored split."""
+    splits = {run.get("scored_on", "test") for run in runs}
+    return splits.pop() if len(splits) == 1 else "mixed"
+
+
 def summarize(runs):
-    """`{method: {per_class: (mean, std, n)}}` of test accuracy over seeds."""
+    """`{method: {per_class: (mean, std, n)}}` of accuracy over seeds."""
     grouped = {}
     for run in runs:
         grouped.setdefault(run["method"], {}).setdefault(run["per_class"], []).append(
-            run["test_accuracy"]
+            run_accuracy(run)
         )
     return {
         method: {
@@ -67,10 +78,11 @@ def markdown_table(runs, methods, teacher=None, title=None):
             cells.append(f"**{cell}**" if mean == best[s] else cell)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     seeds = sorted({run["seed"] for run in runs})
+    split = scored_split(runs)
     lines += [
         "",
-        f"Test accuracy (%), mean ± std over {len(seeds)} seed(s) {seeds}; best per column "
-        "in bold.",
+        f"{split.capitalize()} accuracy (%), mean ± std over {len(seeds)} seed(s) {seeds}; "
+        "best per column in bold.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -102,7 +114,7 @@ def plot_accuracy(path, runs, methods, teacher=None, title=None):
         )
     axis.set_xscale("log")
     axis.set_xlabel("training images per class")
-    axis.set_ylabel("test accuracy (%)")
+    axis.set_ylabel(f"{scored_split(runs)} accuracy (%)")
     if title:
         axis.set_title(title)
     axis.grid(True, which="both", alpha=0.3)

@@ -17,11 +17,17 @@ from keras_vid.experiments.recipes import build_method
 
 @dataclasses.dataclass
 class DataConfig:
-    """Where the data comes from and how much of the test split is scored.
+    """Where the data comes from and which split the students are scored on.
 
     `eval_per_class` scores a stratified, fixed subset of the test split
     (the same for every run); `None` scores all of it. `teacher_per_class`
     trains the teacher on a subset (`None`: the whole training split).
+    `validation_per_class` carves a stratified validation split (seeded,
+    the same for every run) out of the training split: students never train
+    on it, whatever `score_on` says; `score_on="validation"` scores the
+    students on it instead of on the test split (for choosing
+    hyperparameters), `"test"` (default) on the test split. The teacher is
+    always scored on the test split.
     """
 
     source: str = "cifar10"
@@ -30,11 +36,21 @@ class DataConfig:
     data_dir: str | None = None
     eval_per_class: int | None = None
     teacher_per_class: int | None = None
+    validation_per_class: int | None = None
+    score_on: str = "test"
+
+
+VALIDATION_SEED = 2019
 
 
 @dataclasses.dataclass
 class Dataset:
-    """Both splits in memory plus the training split's normalisation."""
+    """The splits in memory plus the training split's normalisation.
+
+    `student_pool` indexes the training images students may train on (all
+    of them but the validation split); `scored_images`/`scored_labels` are
+    what students are scored on (the validation or the test split).
+    """
 
     train_images: np.ndarray
     train_labels: np.ndarray
@@ -43,6 +59,17 @@ class Dataset:
     class_names: list
     mean: np.ndarray
     std: np.ndarray
+    student_pool: np.ndarray | None = None
+    scored_images: np.ndarray | None = None
+    scored_labels: np.ndarray | None = None
+    scored_on: str = "test"
+
+    def student_indices(self, per_class, seed):
+        """`per_class` training images per class for one student, from the pool."""
+        pool = (
+            np.arange(len(self.train_labels)) if self.student_pool is None else self.student_pool
+        )
+        return pool[subsample_per_class(self.train_labels[pool], per_class, seed)]
 
     @property
     def input_shape(self):
@@ -57,9 +84,15 @@ def load_dataset(config):
     """Read the splits and compute per-channel statistics on the training split."""
     train = load_split(config.source, config.train_split, data_dir=config.data_dir)
     test = load_split(config.source, config.test_split, data_dir=config.data_dir)
+    if config.score_on not in ("test", "validation"):
+        raise ValueError(
+            f"`score_on` must be 'test' or 'validation'. Received: {config.score_on!r}"
+        )
+    if config.score_on == "validation" and not config.validation_per_class:
+        raise ValueError("Scoring on the validation split needs `validation_per_class`.")
     test_index = subsample_per_class(test.labels, config.eval_per_class, seed=0)
     mean, std = channel_stats(train.images)
-    return Dataset(
+    data = Dataset(
         train.images,
         train.labels,
         test.images[test_index],
@@ -68,23 +101,40 @@ def load_dataset(config):
         mean,
         std,
     )
+    data.scored_images, data.scored_labels = data.test_images, data.test_labels
+    if config.validation_per_class:
+        validation = subsample_per_class(
+            train.labels, config.validation_per_class, seed=VALIDATION_SEED
+        )
+        data.student_pool = np.setdiff1d(np.arange(len(train.labels)), validation)
+        if config.score_on == "validation":
+            data.scored_images = train.images[validation]
+            data.scored_labels = train.labels[validation]
+            data.scored_on = "validation"
+    return data
 
 
 def _loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def evaluate_accuracy(model, data, batch_size=500):
-    """Top-1 accuracy (%) of `model` (logits) on the scored test images."""
+def evaluate_accuracy(model, data, batch_size=500, split="scored"):
+    """Top-1 accuracy (%) of `model` (logits) on the scored (validation or
+    test) images, or with `split="test"` on the test images."""
+    images, labels = (
+        (data.test_images, data.test_labels)
+        if split == "test" or data.scored_images is None
+        else (data.scored_images, data.scored_labels)
+    )
     dataset = make_dataset(
-        data.test_images,
-        data.test_labels,
+        images,
+        labels,
         batch_size=batch_size,
         mean=data.mean,
         std=data.std,
     ).map(lambda x, y: x)
     logits = model.predict(dataset, verbose=0)
-    return float(100.0 * np.mean(np.argmax(logits, axis=-1) == data.test_labels))
+    return float(100.0 * np.mean(np.argmax(logits, axis=-1) == labels))
 
 
 def train(model, compile_kwargs, data, indices, training, seed, verbose=0):
@@ -109,6 +159,7 @@ def train(model, compile_kwargs, data, indices, training, seed, verbose=0):
         seed=seed,
     )
     history = model.fit(dataset, epochs=epochs, verbose=verbose, shuffle=False)
+    history.history.pop("lr", None)
     return epochs, epochs * steps_per_epoch, history.history
 
 
@@ -129,28 +180,37 @@ def _teacher_key(arch, data_config, training, data, seed):
     return hashlib.sha256(description.encode()).hexdigest()[:12]
 
 
-def get_teacher(arch, data_config, training, data, cache_dir, seed=0, log=print):
+def get_teacher(
+    arch, data_config, training, data, cache_dir, seed=0, log=print, path=None, verbose=0
+):
     """Load the cached teacher for this configuration, or train and cache it.
 
-    Returns `(teacher, info)` with `info` holding the test accuracy (on the
-    scored test set), the training time and the cache path.
+    `path` names a saved teacher (`.keras`, with its `.keras.json` record
+    beside it when it was trained here) to load instead of looking it up by
+    configuration. Returns `(teacher, info)` with `info` holding the test
+    accuracy, the training time and the cache path.
     """
-    key = _teacher_key(arch, data_config, training, data, seed)
-    os.makedirs(cache_dir, exist_ok=True)
-    path = os.path.join(cache_dir, f"teacher-{arch.replace(',', '_')}-{key}.keras")
+    if path is None:
+        key = _teacher_key(arch, data_config, training, data, seed)
+        os.makedirs(cache_dir, exist_ok=True)
+        path = os.path.join(cache_dir, f"teacher-{arch.replace(',', '_')}-{key}.keras")
+    elif not os.path.exists(path):
+        raise FileNotFoundError(f"No saved teacher at {path!r}.")
     meta_path = path + ".json"
-    if os.path.exists(path) and os.path.exists(meta_path):
+    if os.path.exists(path):
         teacher = keras.saving.load_model(path, compile=False)
-        with open(meta_path) as file:
-            info = json.load(file)
-        log(f"teacher {arch}: cached at {path} ({info['train_accuracy_note']})")
+        info = {"arch": arch, "train_accuracy_note": "loaded"}
+        if os.path.exists(meta_path):
+            with open(meta_path) as file:
+                info = json.load(file)
+        log(f"teacher {arch}: loaded from {path} ({info['train_accuracy_note']})")
     else:
         keras.utils.set_random_seed(seed)
         teacher = parse_architecture(arch).build(data.num_classes, data.input_shape, "teacher")
         indices = subsample_per_class(data.train_labels, data_config.teacher_per_class, seed)
         log(f"teacher {arch}: training on {len(indices)} images ...")
         start = time.time()
-        epochs, steps, _ = train(teacher, {}, data, indices, training, seed)
+        epochs, steps, _ = train(teacher, {}, data, indices, training, seed, verbose=verbose)
         info = {
             "arch": arch,
             "train_images": int(len(indices)),
@@ -164,7 +224,7 @@ def get_teacher(arch, data_config, training, data, cache_dir, seed=0, log=print)
         info["train_accuracy_note"] = f"trained in {info['train_time_s']} s"
     scored = {"eval_per_class": data_config.eval_per_class, "test_split": data_config.test_split}
     if info.get("scored_on") != scored or "test_accuracy" not in info:
-        info["test_accuracy"] = evaluate_accuracy(teacher, data)
+        info["test_accuracy"] = evaluate_accuracy(teacher, data, split="test")
         info["scored_on"] = scored
     info["cache_path"] = path
     with open(meta_path, "w") as file:
@@ -173,16 +233,33 @@ def get_teacher(arch, data_config, training, data, cache_dir, seed=0, log=print)
     return teacher, info
 
 
-def run_one(method, teacher, teacher_arch, student_arch, data, per_class, seed, training, methods):
-    """Train one student with `method` on `per_class` images per class; return its record."""
+def run_one(
+    method,
+    teacher,
+    teacher_arch,
+    student_arch,
+    data,
+    per_class,
+    seed,
+    training,
+    methods,
+    verbose=0,
+):
+    """Train one student with `method` on `per_class` images per class; return its record.
+
+    `accuracy` is scored on `data`'s scored split, named by `scored_on`
+    (`test_accuracy` repeats it when that is the test split)."""
     keras.utils.set_random_seed(1000 + seed)
     t_arch, s_arch = parse_architecture(teacher_arch), parse_architecture(student_arch)
     student = s_arch.build(data.num_classes, data.input_shape, "student")
     model, compile_kwargs = build_method(method, teacher, student, t_arch, s_arch, methods)
-    indices = subsample_per_class(data.train_labels, per_class, seed)
+    indices = data.student_indices(per_class, seed)
     start = time.time()
-    epochs, steps, history = train(model, compile_kwargs, data, indices, training, seed)
+    epochs, steps, history = train(
+        model, compile_kwargs, data, indices, training, seed, verbose=verbose
+    )
     seconds = time.time() - start
+    accuracy = evaluate_accuracy(student, data)
     record = {
         "method": method,
         "per_class": per_class,
@@ -190,10 +267,13 @@ def run_one(method, teacher, teacher_arch, student_arch, data, per_class, seed, 
         "train_images": int(len(indices)),
         "epochs": epochs,
         "steps": steps,
-        "test_accuracy": evaluate_accuracy(student, data),
+        "accuracy": accuracy,
+        "scored_on": data.scored_on,
         "final_train_loss": float(history["loss"][-1]),
         "train_time_s": round(seconds, 1),
     }
+    if data.scored_on == "test":
+        record["test_accuracy"] = accuracy
     for name, values in history.items():
         if name.startswith("vid_") or name in ("task_loss", "kd_loss"):
             record[f"final_{name}"] = float(values[-1])

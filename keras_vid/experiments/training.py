@@ -17,7 +17,9 @@ class TrainingConfig:
     under momentum m decays 1/(1 − m) times less; `keras_weight_decay`
     rescales it so the effective decay matches (5e-4 → 5e-3 at m = 0.9).
     `min_steps` lengthens runs on tiny subsets: a run lasts
-    `max(epochs, ceil(min_steps / steps_per_epoch))` epochs.
+    `max(epochs, ceil(min_steps / steps_per_epoch))` epochs. `clipnorm`
+    clips every gradient tensor to that norm (the TensorFlow reproduction of
+    the paper uses 100); `None` does not clip.
     """
 
     epochs: int = 200
@@ -31,6 +33,7 @@ class TrainingConfig:
     min_steps: int = 0
     augmentation: bool = True
     flip: bool = True
+    clipnorm: float | None = None
 
     @property
     def keras_weight_decay(self):
@@ -56,4 +59,5 @@ class TrainingConfig:
             momentum=self.momentum,
             nesterov=self.nesterov,
             weight_decay=self.keras_weight_decay,
+            clipnorm=self.clipnorm,
         )
