@@ -132,3 +132,95 @@ def test_command_line_end_to_end(tmp_path):
         # A second call reuses the cached teacher and, with --resume, every run.
         again = main(argv + ["--resume"])
     assert again["runs"] == payload["runs"]
+
+
+def test_recipe_options_reach_the_heads_and_compile(models):
+    t_arch, s_arch, teacher, student = models
+    config = MethodConfig(
+        vid_weight=3.0,
+        min_variance=1.0,
+        use_batch_norm="all",
+        hidden_multiplier=2.0,
+        task_weight=0.1,
+    )
+    model, kwargs = build_method("vid-i", teacher, student, t_arch, s_arch, config)
+    assert kwargs["task_weight"] == 0.1 and kwargs["vid_weight"] == 3.0
+    for head, (_, t_layer) in zip(model.heads, model.pairs):
+        channels = teacher.get_layer(t_layer).output.shape[-1]
+        assert head.min_variance == 1.0 and head.use_batch_norm == "all"
+        dense = [layer.units for layer in head.regressor if isinstance(layer, keras.layers.Dense)]
+        assert dense == [2 * channels, 2 * channels, channels]
+    # FitNet keeps σ² = 1 fixed (no floor on top) and the same μ.
+    fitnet, fit_kwargs = build_method("fitnet", teacher, student, t_arch, s_arch, config)
+    assert all(h.min_variance == 0.0 and not h.learn_variance for h in fitnet.heads)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(fitnet.heads[0].variance), 1.0)
+    assert fit_kwargs["task_weight"] == 0.1
+
+
+def test_validation_split_is_carved_out_and_scored(tmp_path):
+    from keras_vid.experiments.runner import DataConfig, load_dataset
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 60), ("test", 20)):
+        np.savez(
+            tmp_path / f"toy_{split}.npz",
+            x=rng.integers(0, 255, size=(n, 8, 8, 1), dtype="uint8"),
+            y=np.tile(np.arange(2), n // 2),
+        )
+    source = str(tmp_path / "toy_{split}.npz")
+    config = DataConfig(source=source, validation_per_class=5, score_on="validation")
+    data = load_dataset(config)
+    validation = np.setdiff1d(np.arange(60), data.student_pool)
+    assert len(validation) == 10 and np.bincount(data.train_labels[validation]).tolist() == [5, 5]
+    np.testing.assert_array_equal(data.scored_labels, data.train_labels[validation])
+    # Students draw only from the pool, and the same subset for the same seed.
+    chosen = data.student_indices(per_class=3, seed=1)
+    assert not set(chosen) & set(validation) and len(chosen) == 6
+    np.testing.assert_array_equal(chosen, data.student_indices(per_class=3, seed=1))
+    tested = load_dataset(DataConfig(source=source, validation_per_class=5))
+    np.testing.assert_array_equal(tested.student_indices(3, 1), chosen)
+    assert tested.scored_on == "test" and len(tested.scored_labels) == 20
+    with pytest.raises(ValueError, match="validation_per_class"):
+        load_dataset(DataConfig(source=source, score_on="validation"))
+
+
+def test_command_line_validation_runs_and_a_saved_teacher(tmp_path):
+    import tensorflow_datasets as tfds
+
+    from keras_vid.experiments.compare import main as compare
+
+    teacher = parse_architecture("cnn-4,6").build(10, (28, 28, 1), "teacher")
+    teacher.save(tmp_path / "teacher.keras")
+    out = tmp_path / "out"
+    argv = [
+        "--dataset=mnist",
+        f"--teacher-model={tmp_path / 'teacher.keras'}",
+        "--teacher=cnn-4,6",
+        "--student=cnn-2,3",
+        "--methods=student,vid-i",
+        "--per-class=1",
+        "--seeds=0",
+        "--epochs=1",
+        "--batch-size=32",
+        "--validation-per-class=2",
+        "--score-on=validation",
+        "--min-variance=1",
+        "--head-batch-norm=all",
+        "--hidden-width=2x",
+        "--task-weight=0.1",
+        "--clipnorm=100",
+        f"--output-dir={out}",
+        f"--cache-dir={tmp_path / 'cache'}",
+    ]
+    with tfds.testing.mock_data(num_examples=100):
+        payload = main(argv)
+    assert not os.path.exists(tmp_path / "cache") or not os.listdir(tmp_path / "cache")
+    assert all(
+        r["scored_on"] == "validation" and "test_accuracy" not in r for r in payload["runs"]
+    )
+    assert payload["config"]["methods"]["min_variance"] == 1.0
+    assert payload["config"]["methods"]["hidden_multiplier"] == 2.0
+    assert payload["config"]["training"]["clipnorm"] == 100.0
+    assert "Validation accuracy" in (out / "results.md").read_text()
+    table = compare([f"floor 1={out}"])
+    assert "| floor 1 | vid-i | 1 |" in table and "validation split" in table

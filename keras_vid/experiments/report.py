@@ -54,9 +54,14 @@ def markdown_table(runs, methods, teacher=None, title=None):
     if title:
         lines += [f"### {title}", ""]
     if teacher:
+        trained = (
+            f"trained on {teacher['train_images']} images, {teacher['epochs']} epochs"
+            if "train_images" in teacher
+            else teacher.get("train_accuracy_note", "loaded")
+        )
         lines += [
             f"Teacher `{teacher['arch']}`: {teacher['test_accuracy']:.2f} % test accuracy "
-            f"(trained on {teacher['train_images']} images, {teacher['epochs']} epochs).",
+            f"({trained}).",
             "",
         ]
     lines.append("| method | " + " | ".join(f"{_label(s)} / class" for s in sizes) + " |")
