@@ -224,3 +224,9 @@ def test_command_line_validation_runs_and_a_saved_teacher(tmp_path):
     assert "Validation accuracy" in (out / "results.md").read_text()
     table = compare([f"floor 1={out}"])
     assert "| floor 1 | vid-i | 1 |" in table and "validation split" in table
+    # Runs split across processes merge into one result set.
+    merged = tmp_path / "merged"
+    compare([f"{out},{out}", f"--merge-into={merged}"])
+    with open(merged / "results.json") as file:
+        assert len(json.load(file)["runs"]) == 2 * len(payload["runs"])
+    assert "| vid-i |" in (merged / "results.md").read_text()
