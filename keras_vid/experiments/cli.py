@@ -165,7 +165,8 @@ def build_parser():
         "--task-weight",
         type=float,
         default=1.0,
-        help="weight of the task loss in the distilling methods (the student keeps 1).",
+        help="weight of the task loss in fitnet, vid-i, vid-lp and kd+vid-i "
+        "(student, kd and at keep 1).",
     )
     m.add_argument("--head-depth", type=_optional_int, default=None)
     m.add_argument(

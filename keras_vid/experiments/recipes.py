@@ -39,7 +39,8 @@ class MethodConfig:
     (2 gives the reproduction's 2C, 2C, C); it overrides `hidden_width`.
     `min_variance` is the VID heads' floor on σ²; `use_batch_norm` is
     `VIDHead`'s (`False`, `"hidden"`, `"all"`); `task_weight` weighs the task
-    loss of every distilling method (the plain student keeps 1).
+    loss of the VID-head methods (`fitnet`, `vid-i`, `vid-lp`, `kd+vid-i`);
+    `student`, `kd` and `at` keep their published weighting (task loss 1).
     """
 
     vid_weight: float = 1.0
@@ -114,7 +115,7 @@ def build_method(method, teacher, student, teacher_arch, student_arch, config=No
     task = {"task_weight": config.task_weight}
     if method == "kd":
         distiller = VIDDistiller(teacher, student, pairs=logits_pair)
-        return distiller, {"vid_weight": 0.0, **kd, **task}
+        return distiller, {"vid_weight": 0.0, **kd}
     if method == "vid-lp":
         pairs = [(student_arch.penultimate, teacher_arch.logits)]
         options = config.head_options(hidden_width=None, depth=None)
@@ -133,7 +134,7 @@ def build_method(method, teacher, student, teacher_arch, student_arch, config=No
     if method == "at":
         heads = [AttentionTransferHead(name=f"at_head_{i}") for i in range(len(pairs))]
         distiller = VIDDistiller(teacher, student, pairs=pairs, heads=heads)
-        return distiller, {"vid_weight": config.at_weight, "kd_weight": 0.0, **task}
+        return distiller, {"vid_weight": config.at_weight, "kd_weight": 0.0}
     if method in ("vid-i", "kd+vid-i"):
         options = config.pair_head_options(teacher, pairs)
         distiller = VIDDistiller(teacher, student, pairs=pairs, head_options=options)
