@@ -186,6 +186,12 @@ def build_parser():
     o.add_argument("--resume", action="store_true", help="keep matching runs already written.")
     o.add_argument("--title", default=None)
     o.add_argument("--verbose", type=int, default=0, help="Keras fit verbosity.")
+    t.add_argument(
+        "--dtype-policy",
+        default=None,
+        help="Keras dtype policy for every model, e.g. mixed_bfloat16 or mixed_float16 on a GPU "
+        "(the VID and KD terms stay float32). Default: float32.",
+    )
     return p
 
 
@@ -202,6 +208,16 @@ def _run_key(run):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    previous_policy = keras.config.dtype_policy()
+    if args.dtype_policy:
+        keras.config.set_dtype_policy(args.dtype_policy)
+    try:
+        return _run(args, argv)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def _run(args, argv):
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         raise SystemExit(f"Unknown method(s) {unknown}; choose from {', '.join(METHODS)}.")
@@ -248,6 +264,7 @@ def main(argv=None):
         "command": "python -m keras_vid.experiments "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "backend": keras.backend.backend(),
+        "dtype_policy": args.dtype_policy,
         "teacher": args.teacher,
         "student": args.student,
         "data": dataclasses.asdict(data_config),

@@ -44,14 +44,17 @@ def load_rows(specs):
 
 
 def merge(directories, output_dir, methods=None, title=None):
-    """Write the runs of several output directories made with the same settings
-    (e.g. one per seed or per method, run in parallel) as one result set:
-    `results.json`, `results.md` and `accuracy.png` in `output_dir`."""
+    """Write the runs of several output directories made with the same data,
+    models and training (e.g. one per seed or per method, run in parallel) as
+    one result set: `results.json`, `results.md` and `accuracy.png` in
+    `output_dir`. The method settings may differ (each method with its own
+    validated flags); every command is kept."""
     payloads = load_payloads(directories)
 
     def settings(payload):
         config = dict(payload["config"])
         config.pop("command", None)
+        config.pop("methods", None)
         return json.dumps(config, sort_keys=True)
 
     if len({settings(p) for p in payloads}) > 1:
@@ -62,6 +65,9 @@ def merge(directories, output_dir, methods=None, title=None):
     payload = {
         "config": payloads[0]["config"],
         "commands": [p["config"].get("command") for p in payloads],
+        "method_settings": {
+            run["method"]: p["config"].get("methods") for p in payloads for run in p["runs"]
+        },
         "teacher": payloads[0].get("teacher"),
         "runs": runs,
         "elapsed_s": round(sum(p.get("elapsed_s", 0.0) for p in payloads), 1),

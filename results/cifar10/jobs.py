@@ -22,6 +22,7 @@ COMMON = (
 # results/cifar10/README.md): σ² ≥ 1 (α₀ = 5: σ² = 6), BN after every layer
 # of μ, CE weighted 0.1 against Σ VID, every gradient clipped to norm 100.
 RECIPE = "--min-variance 1 --init-variance 6 --head-batch-norm all --task-weight 0.1 --clipnorm 100"
+HEAD_FLAGS = RECIPE.replace(" --clipnorm 100", "")
 # Settings of the ablation: (label, methods, flags); one variable at a time
 # away from RECIPE, plus the PyTorch references' settings.
 ABLATION = [
@@ -63,7 +64,7 @@ def test(methods=("student", "kd", "fitnet", "at", "vid-i"), seeds=(0, 1, 2), fl
             out = f"runs/test/{method}/s{seed}"
             yield (
                 f"mkdir -p {out} && {COMMON} --score-on test --methods {method} --seeds {seed} "
-                f"{flags} --output-dir {out} > {out}.log 2>&1"
+                f"--clipnorm 100 {flags} --output-dir {out} > {out}.log 2>&1"
             )
 
 
