@@ -92,8 +92,46 @@ def markdown_table(runs, methods, teacher=None, title=None):
     return "\n".join(lines) + "\n"
 
 
+def plot_seeds(path, runs, methods, teacher=None, title=None):
+    """One size only: every seed's accuracy per method (dots) and the mean (a bar)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in methods if any(r["method"] == m for r in runs)]
+    figure, axis = plt.subplots(figsize=(7.6, 4.4))
+    for index, method in enumerate(methods):
+        values = [run_accuracy(r) for r in runs if r["method"] == method]
+        axis.bar(index, np.mean(values), width=0.6, alpha=0.35)
+        axis.scatter([index] * len(values), values, color="black", s=14, zorder=3)
+        axis.text(index, np.mean(values) + 0.4, f"{np.mean(values):.1f}", ha="center")
+    if teacher:
+        axis.axhline(
+            teacher["test_accuracy"],
+            color="gray",
+            linestyle="--",
+            label=f"teacher ({teacher['test_accuracy']:.1f} %)",
+        )
+        axis.legend(loc="lower right", fontsize="small")
+    low = min(run_accuracy(r) for r in runs if r["method"] in methods)
+    axis.set_ylim(max(0.0, low - 10.0), None)
+    axis.set_xticks(range(len(methods)), methods)
+    size = _label(runs[0]["per_class"])
+    axis.set_ylabel(f"{scored_split(runs)} accuracy (%), {size} images / class")
+    if title:
+        axis.set_title(title)
+    axis.grid(True, axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def plot_accuracy(path, runs, methods, teacher=None, title=None):
-    """Test accuracy against images per class (log scale), one line per method."""
+    """Accuracy against images per class (log scale), one line per method; with a
+    single size, every seed per method instead (`plot_seeds`)."""
+    if len({run["per_class"] for run in runs}) == 1:
+        return plot_seeds(path, runs, methods, teacher, title)
     import matplotlib
 
     matplotlib.use("Agg")
