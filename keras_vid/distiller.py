@@ -32,6 +32,7 @@ HEAD_OPTIONS = (
     "reduction",
     "learn_variance",
     "min_variance",
+    "alpha_gradient_scale",
 )
 
 

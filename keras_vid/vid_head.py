@@ -66,6 +66,14 @@ class VIDHead(keras.layers.Layer):
             where it is above, σ² follows the error (VID). The PyTorch
             references use no floor (1e-5 on σ²); the TensorFlow reproduction
             that matched the paper uses 1.
+        alpha_gradient_scale: multiplies the gradient that reaches α (its
+            value is unchanged), a learning-rate factor for σ alone. With the
+            mean reduction each α_c receives 1/C of its channel's gradient,
+            so in a short schedule σ² stays near `init_variance` and the term
+            acts as MSE / (2·init_variance), a weak FitNet. `"channels"`
+            scales by C (the teacher's channel count) under the mean
+            reduction, so each α_c learns as from its own channel's mean,
+            and by 1 under the sum reduction. Default 1.0.
         reduction: `"mean"` over the teacher's elements (default, so a weight
             of 1 suits any layer size) or `"sum"` (the paper's form).
         learn_variance: train α (default). `False` keeps σ² at
@@ -92,6 +100,7 @@ class VIDHead(keras.layers.Layer):
         reduction="mean",
         learn_variance=True,
         min_variance=0.0,
+        alpha_gradient_scale=1.0,
         **kwargs,
     ):
         kwargs.pop("autocast", None)
@@ -131,6 +140,18 @@ class VIDHead(keras.layers.Layer):
                 f"{self._who()}: `min_variance` must be a finite number ≥ 0. "
                 f"Received: min_variance={min_variance!r}"
             )
+        if not (
+            alpha_gradient_scale == "channels"
+            or (
+                isinstance(alpha_gradient_scale, numbers.Real)
+                and not isinstance(alpha_gradient_scale, bool)
+                and 0 < alpha_gradient_scale < float("inf")
+            )
+        ):
+            raise ValueError(
+                f"{self._who()}: `alpha_gradient_scale` must be a positive number or "
+                f"'channels'. Received: alpha_gradient_scale={alpha_gradient_scale!r}"
+            )
         if not epsilon > 0:
             raise ValueError(
                 f"{self._who()}: `epsilon` must be > 0. Received: epsilon={epsilon!r}"
@@ -153,6 +174,11 @@ class VIDHead(keras.layers.Layer):
             use_batch_norm if isinstance(use_batch_norm, str) else bool(use_batch_norm)
         )
         self.min_variance = float(min_variance)
+        self.alpha_gradient_scale = (
+            alpha_gradient_scale
+            if isinstance(alpha_gradient_scale, str)
+            else float(alpha_gradient_scale)
+        )
         self.init_variance = float(init_variance)
         self.epsilon = float(epsilon)
         self.reduction = reduction
@@ -201,10 +227,24 @@ class VIDHead(keras.layers.Layer):
         )
         self.built = True
 
+    def _alpha_scale(self):
+        if self.alpha_gradient_scale == "channels":
+            return float(self.teacher_shape[-1]) if self.reduction == "mean" else 1.0
+        return self.alpha_gradient_scale
+
+    def _scaled_alpha(self):
+        """α with its gradient multiplied by the scale, its value unchanged
+        (exactly: α + (s − 1)·(α − stop_gradient(α)))."""
+        scale = self._alpha_scale()
+        if scale == 1.0:
+            return self.alpha
+        alpha = ops.convert_to_tensor(self.alpha)
+        return alpha + (scale - 1.0) * (alpha - ops.stop_gradient(alpha))
+
     @property
     def std(self):
         """σ per teacher channel, float32, shape `(channels,)`."""
-        std = ops.softplus(self.alpha) + self.epsilon
+        std = ops.softplus(self._scaled_alpha()) + self.epsilon
         if self.min_variance:
             return ops.sqrt(ops.square(std) + self.min_variance)
         return std
@@ -256,6 +296,7 @@ class VIDHead(keras.layers.Layer):
                 "reduction": self.reduction,
                 "learn_variance": self.learn_variance,
                 "min_variance": self.min_variance,
+                "alpha_gradient_scale": self.alpha_gradient_scale,
             }
         )
         return config

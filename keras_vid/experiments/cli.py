@@ -156,6 +156,13 @@ def build_parser():
         "--min-variance", type=float, default=0.0, help="VID heads' floor on σ² (default 0)."
     )
     m.add_argument(
+        "--alpha-gradient-scale",
+        type=lambda v: v if v == "channels" else float(v),
+        default=1.0,
+        help="VID heads' gradient factor for α: a number, or 'channels' (C under the mean "
+        "reduction).",
+    )
+    m.add_argument(
         "--head-batch-norm",
         choices=("none", "hidden", "all"),
         default="none",
@@ -259,6 +266,7 @@ def _run(args, argv):
         min_variance=args.min_variance,
         use_batch_norm=False if args.head_batch_norm == "none" else args.head_batch_norm,
         task_weight=args.task_weight,
+        alpha_gradient_scale=args.alpha_gradient_scale,
     )
     config = {
         "command": "python -m keras_vid.experiments "

@@ -56,6 +56,7 @@ class MethodConfig:
     min_variance: float = 0.0
     hidden_multiplier: float | None = None
     task_weight: float = 1.0
+    alpha_gradient_scale: float | str = 1.0
 
     def head_options(self, **overrides):
         options = {
@@ -64,6 +65,7 @@ class MethodConfig:
             "depth": self.head_depth,
             "use_batch_norm": self.use_batch_norm,
             "min_variance": self.min_variance,
+            "alpha_gradient_scale": self.alpha_gradient_scale,
         }
         options.update(overrides)
         return options

@@ -35,6 +35,8 @@ ABLATION = [
     ("no BN in mu", "vid-i", RECIPE.replace("--head-batch-norm all", "--head-batch-norm none")),
     ("fitnet (no BN, weight 1)", "fitnet", ""),
     ("floor 0.1", "vid-i", RECIPE.replace("--min-variance 1 --init-variance 6", "--min-variance 0.1 --init-variance 5.1")),
+    ("floor 0.01", "vid-i", RECIPE.replace("--min-variance 1 --init-variance 6", "--min-variance 0.01 --init-variance 5")),
+    ("floor 0.001", "vid-i", RECIPE.replace("--min-variance 1 --init-variance 6", "--min-variance 0.001 --init-variance 5")),
     ("mu width 2C", "vid-i", RECIPE + " --hidden-width 2x"),
     ("+ pair at first conv", "vid-i", RECIPE + " --stages 1,2,3,4"),
     ("half schedule (800 steps)", "vid-i", RECIPE + " --epochs 100"),
