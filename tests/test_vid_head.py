@@ -346,3 +346,91 @@ def test_new_options_round_trip_through_config():
     np.testing.assert_allclose(
         to_numpy(clone(s, t, training=False)), to_numpy(head(s, t, training=False)), rtol=1e-6
     )
+
+
+# ------------------------------------------------------- α's gradient scale
+
+
+@pytest.mark.parametrize(
+    "reduction, scale, factor",
+    [
+        ("mean", "channels", 5.0),
+        ("sum", "channels", 1.0),
+        ("mean", 3.0, 3.0),
+    ],
+)
+def test_alpha_gradient_scale_multiplies_only_the_gradient(reduction, scale, factor):
+    s, t = _features((3, 4, 4, 2), (3, 4, 4, 5), seed=9)
+    plain = VIDHead(reduction=reduction)
+    plain.build(s.shape, t.shape)
+    scaled = VIDHead(reduction=reduction, alpha_gradient_scale=scale)
+    scaled.build(s.shape, t.shape)
+    scaled.set_weights(plain.get_weights())
+    alpha = to_numpy(plain.alpha).copy() + np.linspace(-1, 1, 5).astype("float32")
+    plain.alpha.assign(alpha)
+    scaled.alpha.assign(alpha)
+    # Same value, σ included; the loss gradient with respect to α times the factor.
+    np.testing.assert_array_equal(to_numpy(scaled(s, t)), to_numpy(plain(s, t)))
+    np.testing.assert_array_equal(to_numpy(scaled.variance), to_numpy(plain.variance))
+
+    def alpha_grad(head):
+        from keras_vid.losses import gaussian_nll
+
+        mu = ref.head_mean(head, s).astype("float32")
+
+        def loss(a):
+            std = (
+                keras.ops.softplus(
+                    a + (head._alpha_scale() - 1.0) * (a - keras.ops.stop_gradient(a))
+                )
+                + head.epsilon
+            )
+            return keras.ops.sum(gaussian_nll(t, mu, std, reduction))
+
+        return value_and_grad(loss, alpha)[1]
+
+    np.testing.assert_allclose(alpha_grad(scaled), factor * alpha_grad(plain), rtol=1e-5)
+    assert VIDHead.from_config(scaled.get_config()).alpha_gradient_scale == scale
+
+
+def test_alpha_gradient_scale_through_the_layer():
+    # The scale acts inside the layer's own call, as the trainers differentiate it.
+    s, t = _features((3, 4), (3, 6), seed=10)
+    grads = []
+    for scale in (1.0, "channels"):
+        keras.utils.set_random_seed(0)
+        head = VIDHead(alpha_gradient_scale=scale)
+        head.build(s.shape, t.shape)
+        grads.append(_layer_alpha_grad(head, s, t))
+    np.testing.assert_allclose(grads[1], 6.0 * grads[0], rtol=1e-5)
+
+
+def _layer_alpha_grad(head, s, t):
+    """d mean(head(s, t)) / dα, on the current backend, through the layer."""
+    from conftest import BACKEND
+
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = keras.ops.mean(head(s, t))
+        return to_numpy(tape.gradient(loss, head.alpha.value))
+    if BACKEND == "jax":
+        import jax
+
+        def f(alpha):
+            with keras.StatelessScope(state_mapping=[(head.alpha, alpha)]):
+                return keras.ops.mean(head(s, t))
+
+        return to_numpy(jax.grad(f)(head.alpha.value))
+
+    head.alpha.value.grad = None
+    loss = keras.ops.mean(head(s, t))
+    loss.backward()
+    return head.alpha.value.grad.detach().cpu().numpy()
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, "layers", True, float("inf")])
+def test_bad_alpha_gradient_scale_is_rejected_early(bad):
+    with pytest.raises(ValueError, match="alpha_gradient_scale"):
+        VIDHead(alpha_gradient_scale=bad)
