@@ -361,7 +361,7 @@ def test_new_options_round_trip_through_config():
 )
 def test_alpha_gradient_scale_multiplies_only_the_gradient(reduction, scale, factor):
     s, t = _features((3, 4, 4, 2), (3, 4, 4, 5), seed=9)
-    plain = VIDHead(reduction=reduction)
+    plain = VIDHead(reduction=reduction, alpha_gradient_scale=1.0)
     plain.build(s.shape, t.shape)
     scaled = VIDHead(reduction=reduction, alpha_gradient_scale=scale)
     scaled.build(s.shape, t.shape)
@@ -432,5 +432,6 @@ def _layer_alpha_grad(head, s, t):
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, "layers", True, float("inf")])
 def test_bad_alpha_gradient_scale_is_rejected_early(bad):
+    assert VIDHead().alpha_gradient_scale == "channels"  # the default
     with pytest.raises(ValueError, match="alpha_gradient_scale"):
         VIDHead(alpha_gradient_scale=bad)

@@ -158,9 +158,9 @@ def build_parser():
     m.add_argument(
         "--alpha-gradient-scale",
         type=lambda v: v if v == "channels" else float(v),
-        default=1.0,
-        help="VID heads' gradient factor for α: a number, or 'channels' (C under the mean "
-        "reduction).",
+        default="channels",
+        help="VID heads' gradient factor for α: a number (1 is the PyTorch references), or "
+        "'channels' (C under the mean reduction; the default).",
     )
     m.add_argument(
         "--head-batch-norm",

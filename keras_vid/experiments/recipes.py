@@ -56,7 +56,7 @@ class MethodConfig:
     min_variance: float = 0.0
     hidden_multiplier: float | None = None
     task_weight: float = 1.0
-    alpha_gradient_scale: float | str = 1.0
+    alpha_gradient_scale: float | str = "channels"
 
     def head_options(self, **overrides):
         options = {
