@@ -1,12 +1,12 @@
-"""The CIFAR-10 experiment as a list of commands, one per line, for `xargs -P 2`.
+"""The CIFAR-10 experiment of `results/cifar10/README.md` as shell commands.
 
-    python results/cifar10/jobs.py validation > jobs.txt
-    xargs -P 2 -I{} -d '\\n' bash -c {} < jobs.txt
+    python results/cifar10/jobs.py validation > jobs.txt   # or: test
+    xargs -P 2 -d '\\n' -I{} bash -c {} < jobs.txt
 
-Every command is `python -m keras_vid.experiments` on one seed and one
-setting, writing its own output directory under `runs/` (merged afterwards
-with `python -m keras_vid.experiments.compare`). Each process runs
-TensorFlow on one thread, so two of them use the 2-core machine fully.
+Each command is `python -m keras_vid.experiments` on one setting and one
+seed, writing its own directory under `runs/` (merge them afterwards with
+`python -m keras_vid.experiments.compare --merge-into ...`). TensorFlow runs
+on one thread per process, so two processes use the 2-core machine.
 """
 
 import sys
@@ -16,30 +16,39 @@ COMMON = (
     "TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 KERAS_BACKEND=tensorflow "
     "python -m keras_vid.experiments --dataset ../shared/data/cifar10_{split}.npz "
     f"--teacher cnn-32,64,128,256 --teacher-model {TEACHER} --student cnn-8,16,32,64 "
-    "--per-class 100 --epochs 200 --validation-per-class 500 --stages 2,3,4"
+    "--per-class 100 --validation-per-class 500 --stages 2,3,4"
 )
-# The settings of the TensorFlow reproduction that matched the paper (see
-# results/cifar10/README.md): σ² ≥ 1 (α₀ = 5: σ² = 6), BN after every layer
-# of μ, CE weighted 0.1 against Σ VID, every gradient clipped to norm 100.
-RECIPE = "--min-variance 1 --init-variance 6 --head-batch-norm all --task-weight 0.1 --clipnorm 100"
-HEAD_FLAGS = RECIPE.replace(" --clipnorm 100", "")
-# Settings of the ablation: (label, methods, flags); one variable at a time
-# away from RECIPE, plus the PyTorch references' settings.
-ABLATION = [
-    ("student", "student", ""),
-    ("recipe", "vid-i", RECIPE),
-    ("fitnet", "fitnet", RECIPE),
-    ("PyTorch refs (no floor, no BN, weight 1, no clip)", "vid-i", "--min-variance 0 --init-variance 5"),
-    ("floor 1e-5 (PyTorch refs)", "vid-i", RECIPE.replace("--min-variance 1 --init-variance 6", "--min-variance 0 --init-variance 5")),
-    ("task weight 1", "vid-i", RECIPE.replace("--task-weight 0.1", "--task-weight 1")),
-    ("no BN in mu", "vid-i", RECIPE.replace("--head-batch-norm all", "--head-batch-norm none")),
-    ("fitnet (no BN, weight 1)", "fitnet", ""),
-    ("floor 0.1", "vid-i", RECIPE.replace("--min-variance 1 --init-variance 6", "--min-variance 0.1 --init-variance 5.1")),
-    ("floor 0.01", "vid-i", RECIPE.replace("--min-variance 1 --init-variance 6", "--min-variance 0.01 --init-variance 5")),
-    ("floor 0.001", "vid-i", RECIPE.replace("--min-variance 1 --init-variance 6", "--min-variance 0.001 --init-variance 5")),
-    ("mu width 2C", "vid-i", RECIPE + " --hidden-width 2x"),
-    ("+ pair at first conv", "vid-i", RECIPE + " --stages 1,2,3,4"),
-    ("half schedule (800 steps)", "vid-i", RECIPE + " --epochs 100"),
+# The TensorFlow reproduction's settings: σ² ≥ 1 (α₀ = 5, so σ² = 6), BN after
+# every layer of μ, cross-entropy weighted 0.1, gradients clipped to norm 100.
+RECIPE = (
+    "--min-variance 1 --init-variance 6 --head-batch-norm all --task-weight 0.1 --clipnorm 100"
+)
+REFS = "--min-variance 0 --init-variance 5 --alpha-gradient-scale 1"  # the PyTorch references
+FAST_SIGMA = "--alpha-gradient-scale channels"  # keras_vid's default since this experiment
+
+# (label, method, flags, epochs, seeds): 200 epochs of 8 steps = 1 600 steps.
+VALIDATION = [
+    ("student", "student", "", 200, (0, 1)),
+    ("reproduction recipe", "vid-i", RECIPE + " --alpha-gradient-scale 1", 200, (0, 1)),
+    ("student", "student", "", 100, (0,)),
+    ("PyTorch references", "vid-i", REFS, 100, (0,)),
+    ("recipe, floor 1e-5", "vid-i", RECIPE.replace("1 --init-variance 6", "0 --init-variance 5")
+     + " --alpha-gradient-scale 1", 100, (0,)),
+    ("recipe, floor 0.01", "vid-i", RECIPE.replace("1 --init-variance 6", "0.01 --init-variance 5")
+     + " --alpha-gradient-scale 1", 100, (0,)),
+    ("recipe, floor 0.01, task weight 1", "vid-i",
+     RECIPE.replace("1 --init-variance 6", "0.01 --init-variance 5").replace("0.1 ", "1 ")
+     + " --alpha-gradient-scale 1", 100, (0,)),
+    ("PyTorch references, α gradient × C", "vid-i", "--min-variance 0 " + FAST_SIGMA, 100, (0,)),
+    ("PyTorch references, α gradient × C, floor 0.001", "vid-i",
+     "--min-variance 0.001 " + FAST_SIGMA, 100, (0,)),
+]  # fmt: skip
+# The final grid, scored once on the test split with the settings validation chose.
+TEST = [
+    ("student", REFS),
+    ("fitnet", REFS),
+    ("vid-i", "--min-variance 0.001 " + FAST_SIGMA),
+    ("vid-i (PyTorch references)", REFS),
 ]
 
 
@@ -47,26 +56,24 @@ def slug(label):
     return "".join(c if c.isalnum() else "_" for c in label).strip("_")
 
 
-def validation(seeds=(0, 1), rows=None):
-    for label, methods, flags in ABLATION:
-        if rows is not None and label not in rows:
-            continue
+def validation():
+    for label, method, flags, epochs, seeds in VALIDATION:
         for seed in seeds:
-            out = f"runs/val/{slug(label)}/s{seed}"
+            out = f"runs/val{epochs * 8}/{slug(label)}/s{seed}"
             yield (
-                f"mkdir -p {out} && {COMMON} --score-on validation --methods {methods} --seeds {seed} {flags} "
-                f"--output-dir {out} > {out}.log 2>&1"
+                f"mkdir -p {out} && {COMMON} --score-on validation --methods {method} "
+                f"--epochs {epochs} --seeds {seed} {flags} --output-dir {out} > {out}.log 2>&1"
             )
 
 
-def test(methods=("student", "kd", "fitnet", "at", "vid-i"), seeds=(0, 1, 2), flags=""):
-    """The final grid on the test split: one command per method and seed."""
-    for method in methods:
+def test(seeds=(0, 1, 2)):
+    for label, flags in TEST:
+        method = label.split()[0]
         for seed in seeds:
-            out = f"runs/test/{method}/s{seed}"
+            out = f"runs/test/{slug(label)}/s{seed}"
             yield (
-                f"mkdir -p {out} && {COMMON} --score-on test --methods {method} --seeds {seed} "
-                f"--clipnorm 100 {flags} --output-dir {out} > {out}.log 2>&1"
+                f"mkdir -p {out} && {COMMON} --score-on test --methods {method} --epochs 200 "
+                f"--seeds {seed} --clipnorm 100 {flags} --output-dir {out} > {out}.log 2>&1"
             )
 
 
