@@ -92,6 +92,15 @@ def markdown_table(runs, methods, teacher=None, title=None):
     return "\n".join(lines) + "\n"
 
 
+def _teacher_line(axis, teacher):
+    axis.axhline(
+        teacher["test_accuracy"],
+        color="gray",
+        linestyle="--",
+        label=f"teacher ({teacher['test_accuracy']:.1f} %)",
+    )
+
+
 def plot_seeds(path, runs, methods, teacher=None, title=None):
     """One size only: every seed's accuracy per method (dots) and the mean (a bar)."""
     import matplotlib
@@ -107,12 +116,7 @@ def plot_seeds(path, runs, methods, teacher=None, title=None):
         axis.scatter([index] * len(values), values, color="black", s=14, zorder=3)
         axis.text(index, np.mean(values) + 0.4, f"{np.mean(values):.1f}", ha="center")
     if teacher:
-        axis.axhline(
-            teacher["test_accuracy"],
-            color="gray",
-            linestyle="--",
-            label=f"teacher ({teacher['test_accuracy']:.1f} %)",
-        )
+        _teacher_line(axis, teacher)
         axis.legend(loc="lower right", fontsize="small")
     low = min(run_accuracy(r) for r in runs if r["method"] in methods)
     axis.set_ylim(max(0.0, low - 10.0), None)
@@ -149,12 +153,7 @@ def plot_accuracy(path, runs, methods, teacher=None, title=None):
         stds = [summary[method][s][1] for s in sizes]
         axis.errorbar(sizes, means, yerr=stds, marker="o", capsize=3, label=method)
     if teacher:
-        axis.axhline(
-            teacher["test_accuracy"],
-            color="gray",
-            linestyle="--",
-            label=f"teacher ({teacher['test_accuracy']:.1f} %)",
-        )
+        _teacher_line(axis, teacher)
     axis.set_xscale("log")
     axis.set_xlabel("training images per class")
     axis.set_ylabel(f"{scored_split(runs)} accuracy (%)")
