@@ -1,14 +1,16 @@
 """`VIDDistiller`: a `keras.Model` that trains a student with VID heads."""
 
+import inspect
 import numbers
 import warnings
 
 import keras
-import numpy as np
-from keras import ops
+from keras import ops, tree
 from keras.saving import deserialize_keras_object, serialize_keras_object
 
 from keras_vid import backend as vid_backend
+from keras_vid import compat
+from keras_vid.arguments import non_negative
 from keras_vid.features import (
     LOGITS,
     check_same_inputs,
@@ -20,31 +22,24 @@ from keras_vid.features import (
 )
 from keras_vid.losses import softened_kl, weighted_batch_mean
 from keras_vid.pair_suggestion import resolve_pairs
-from keras_vid.step_guard import finite_groups, flag_names, safe_labels, step_flags
+from keras_vid.step_guard import StepGuard
 from keras_vid.vid_head import VIDHead
 
-HEAD_OPTIONS = (
-    "depth",
-    "hidden_width",
-    "use_batch_norm",
-    "init_variance",
-    "epsilon",
-    "reduction",
-    "learn_variance",
-    "min_variance",
-    "alpha_gradient_scale",
+# `head_options` keys: `VIDHead`'s own arguments.
+HEAD_OPTIONS = tuple(
+    name
+    for name, parameter in inspect.signature(VIDHead.__init__).parameters.items()
+    if name != "self" and parameter.kind is parameter.POSITIONAL_OR_KEYWORD
 )
+_FIT_SIGNATURE = inspect.signature(keras.Model.fit)
 
 
-def _check_weight(value, argument):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not value >= 0
-        or value == float("inf")
-    ):
-        raise ValueError(f"`{argument}` must be a finite number ≥ 0. Received: {value!r}")
-    return float(value)
+class _StepFeatures:
+    """The paired features of the step being computed, which `compute_loss`
+    reads (its signature is Keras's), and the label check it reports back."""
+
+    features = None
+    labels_ok = None
 
 
 def _normalize_pairs(pairs):
@@ -52,11 +47,6 @@ def _normalize_pairs(pairs):
         raise ValueError(
             "`pairs` must be a list of (student_layer_name, teacher_layer_name) tuples. "
             f"Received: pairs={pairs!r}"
-        )
-    if not pairs:
-        raise ValueError(
-            "`pairs` is empty: name at least one (student_layer_name, "
-            "teacher_layer_name) pair to distil."
         )
     normalized = []
     for pair in pairs:
@@ -136,15 +126,15 @@ class VIDDistiller(keras.Model):
             ends matched by resolution). A name may be a path into a nested
             functional model, e.g. `"backbone/conv4_block6_out"`. A student
             penultimate (vector) layer paired with the teacher's logits layer
-            is VID-LP.
+            is VID-LP. `[]` makes a pure KD distiller (`kd_weight > 0`).
         head_options: options for every `VIDHead` (`depth`, `hidden_width`,
             `use_batch_norm`, `init_variance`, `epsilon`, `reduction`,
-            `learn_variance`, `min_variance`): one dict for all pairs or a list with one dict
-            per pair.
-        heads: instead of `head_options`, one layer per pair to use as its
-            loss (for other feature losses on the same training loop, such as
-            attention transfer). Each must provide `build(student_shape,
-            teacher_shape)` and `call(student, teacher, training=None)`
+            `learn_variance`, `min_variance`, `alpha_gradient_scale`): one dict
+            for all pairs or a list with one dict per pair.
+        heads: instead of `head_options`, one `keras_vid.PairLoss` per pair
+            to use as its loss (other feature losses on the same training
+            loop, such as attention transfer): `build(student_shape,
+            teacher_shape)`, and `call(student, teacher, training=None)`
             returning a per-example loss of shape `(batch,)`.
         name: model name.
 
@@ -230,21 +220,12 @@ class VIDDistiller(keras.Model):
         self.task_weight = self.add_weight(
             name="task_weight", shape=(), initializer="ones", trainable=False
         )
-        # Skipped steps (see `keras_vid.step_guard`): how many, and the flags
-        # and step index of the latest, for `NonFiniteMonitor` to report.
-        self.skipped_steps = self.add_weight(
-            name="skipped_steps", shape=(), dtype="int32", initializer="zeros", trainable=False
+        self.step_guard = StepGuard(
+            pairs,
+            classes=student.outputs[0].shape[-1],
+            state_variables=self._step_state_variables,
         )
-        self.last_skip_flags = self.add_weight(
-            name="last_skip_flags",
-            shape=(len(flag_names(pairs)),),
-            dtype="int32",
-            initializer="zeros",
-            trainable=False,
-        )
-        self.last_skipped_step = self.add_weight(
-            name="last_skipped_step", shape=(), dtype="int32", initializer="zeros", trainable=False
-        )
+        self.step_guard.build()
         self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
         self.vid_loss_trackers = [
             keras.metrics.Mean(name=f"vid_{index}") for index in range(len(pairs))
@@ -253,6 +234,7 @@ class VIDDistiller(keras.Model):
         self.temperature = 4.0
         self._vid_compile_args = {}
         self._vid_use_task_loss = True
+        self._step = _StepFeatures()
         self.built = True
 
     # ------------------------------------------------------------------ compile
@@ -292,11 +274,11 @@ class VIDDistiller(keras.Model):
                     f"`vid_weight` has {len(vid_weight)} values but there are "
                     f"{num_pairs} pairs: pass one float, or one per pair."
                 )
-            vid_weights = [_check_weight(w, f"vid_weight[{i}]") for i, w in enumerate(vid_weight)]
+            vid_weights = [non_negative(w, f"vid_weight[{i}]") for i, w in enumerate(vid_weight)]
         else:
-            vid_weights = [_check_weight(vid_weight, "vid_weight")] * num_pairs
-        kd_weight = _check_weight(kd_weight, "kd_weight")
-        task_weight = _check_weight(task_weight, "task_weight")
+            vid_weights = [non_negative(vid_weight, "vid_weight")] * num_pairs
+        kd_weight = non_negative(kd_weight, "kd_weight")
+        task_weight = non_negative(task_weight, "task_weight")
         if (
             isinstance(temperature, bool)
             or not isinstance(temperature, numbers.Real)
@@ -304,6 +286,12 @@ class VIDDistiller(keras.Model):
         ):
             raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature!r}")
 
+        if not self.pairs and kd_weight == 0:
+            raise ValueError(
+                f"{self.name} has no layer pairs (`pairs=[]`), so it distils only "
+                "through the KD term: pass `kd_weight` > 0 to `compile()`. Received: "
+                "kd_weight=0."
+            )
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         self.vid_weights.assign(vid_weights)
         self.kd_weight.assign(kd_weight)
@@ -330,20 +318,15 @@ class VIDDistiller(keras.Model):
         if not alphas:
             return
         if getattr(optimizer, "built", False):
-            excluded = getattr(optimizer, "_exclude_from_weight_decay", set())
-            if not all(optimizer._var_key(a) in excluded for a in alphas):
+            excluded, _ = compat.weight_decay_exclusions(optimizer)
+            if not all(compat.optimizer_variable_key(optimizer, a) in excluded for a in alphas):
                 warnings.warn(
                     "The optimizer was built before `compile`, so the heads' α could not "
                     "be excluded from its weight decay. Pass a fresh optimizer.",
                     stacklevel=3,
                 )
             return
-        # `exclude_from_weight_decay` replaces the exclusions; keep the user's.
-        previous_keys = set(getattr(optimizer, "_exclude_from_weight_decay", None) or ())
-        previous_pattern = getattr(optimizer, "_exclude_from_weight_decay_pattern", None)
-        optimizer.exclude_from_weight_decay(var_list=alphas)
-        optimizer._exclude_from_weight_decay |= previous_keys
-        optimizer._exclude_from_weight_decay_pattern = previous_pattern
+        compat.add_weight_decay_exclusions(optimizer, alphas)
 
     def get_compile_config(self):
         config = super().get_compile_config()
@@ -374,62 +357,108 @@ class VIDDistiller(keras.Model):
     def call(self, inputs, training=None):
         return self.student(inputs, training=training)
 
-    def distillation_losses(self, x, y, sample_weight, student_outputs, teacher_outputs, training):
-        """The total loss and its terms, in `keras.ops` (shared by all backends).
+    @property
+    def distillation_config(self):
+        """The arguments `compile()` received beyond `keras.Model.compile`'s
+        (`vid_weight`, `kd_weight`, `temperature`, `alpha_weight_decay`,
+        `task_weight`); empty before `compile()`."""
+        return dict(self._vid_compile_args)
 
-        Returns:
-            `(loss, terms)` where `terms` maps `"task_loss"`, `"vid_<k>"` and
-            `"kd_loss"` to scalar tensors.
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The total loss, as `keras.Model.compute_loss`:
+
+            task_weight · task + Σ_k λ_k · mean_batch(NLL_k) + kd_weight · KD
+
+        `task` is the compiled loss on the student's logits `y_pred` plus the
+        models' regularization and `add_loss` losses (without labels or a
+        compiled loss, the latter only). It also updates the `task_loss`,
+        `vid_<k>` and `kd_loss` trackers, as Keras's documented override
+        does with its own tracker. Inside a training or evaluation step the
+        paired features come from that step's single forward pass; called on
+        its own, both models run on `x`. Under a `tf.distribute` strategy the
+        total is divided by the replicas in sync, as Keras's is.
+
+        A subclass may override it as any Keras model's, e.g.
+        `return super().compute_loss(x, y, y_pred, sample_weight, training) + extra`.
         """
-        logits = student_outputs[LOGITS]
-        y, labels_ok = safe_labels(y, logits)
-        task = self.compute_loss(
-            x=x, y=y, y_pred=logits, sample_weight=sample_weight, training=training
-        )
+        if self._step.features is not None:
+            student_outputs, teacher_outputs = self._step.features
+        else:
+            student_outputs = self.student_extractor(x, training=training)
+            teacher_outputs = tree.map_structure(ops.stop_gradient, self._teacher_features(x))
+        logits = student_outputs[LOGITS] if y_pred is None else y_pred
+        y, labels_ok = self.step_guard.check_labels(y)
+        self._step.labels_ok = labels_ok
         # A batch with labels outside the classes has no defined loss.
-        task = ops.where(labels_ok, ops.cast(task, "float32"), float("nan"))
-        terms = {"task_loss": task}
-        vid_terms = []
-        for index, head in enumerate(self.heads):
+        task = ops.where(
+            labels_ok,
+            ops.cast(self._task_loss(x, y, logits, sample_weight, training), "float32"),
+            float("nan"),
+        )
+        batch_size = ops.shape(logits)[0]
+        self.task_loss_tracker.update_state(
+            compat.unscale_loss_for_distribution(task), sample_weight=batch_size
+        )
+        distillation = ops.zeros((), "float32")
+        for index, (head, tracker) in enumerate(zip(self.heads, self.vid_loss_trackers)):
             nll = head(
                 student_outputs[pair_key(index)],
                 teacher_outputs[pair_key(index)],
                 training=training,
             )
-            vid_terms.append(weighted_batch_mean(nll, sample_weight))
-            terms[f"vid_{index}"] = vid_terms[-1]
-        kd = weighted_batch_mean(
-            softened_kl(teacher_outputs[LOGITS], logits, self.temperature), sample_weight
-        )
-        terms["kd_loss"] = kd
-        loss = (
-            ops.cast(self.task_weight, "float32") * terms["task_loss"]
-            + ops.sum(ops.cast(self.vid_weights, "float32") * ops.stack(vid_terms))
-            + ops.cast(self.kd_weight, "float32") * kd
-        )
-        return loss, terms
-
-    def step_flags(
-        self, x, y, teacher_outputs, student_outputs, loss, gradients, check_finite=finite_groups
-    ):
-        """Flags of this training step and whether its update is safe to apply
-        (see `keras_vid.step_guard`). With a `LossScaleOptimizer`, non-finite
-        gradients are left to it (it skips the step and lowers the scale).
-        A trainer may pass its own `check_finite` (as `step_guard.finite_groups`)."""
-        scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
-        return step_flags(
-            len(self.pairs),
-            x,
-            y,
-            teacher_outputs,
-            student_outputs[LOGITS],
-            loss,
-            [] if scaled else gradients,
-            check_finite=check_finite,
+            vid = weighted_batch_mean(nll, sample_weight)
+            tracker.update_state(vid, sample_weight=batch_size)
+            distillation = distillation + ops.cast(self.vid_weights[index], "float32") * vid
+        if self._logs_kd:
+            kd = weighted_batch_mean(
+                softened_kl(teacher_outputs[LOGITS], logits, self.temperature), sample_weight
+            )
+            self.kd_loss_tracker.update_state(kd, sample_weight=batch_size)
+            distillation = distillation + ops.cast(self.kd_weight, "float32") * kd
+        return ops.cast(self.task_weight, "float32") * task + (
+            compat.scale_loss_for_distribution(distillation)
         )
 
-    @property
-    def step_state_variables(self):
+    def _task_loss(self, x, y, y_pred, sample_weight, training):
+        """The compiled loss plus the regularization losses (Keras's total);
+        without labels or a compiled loss, the regularization losses alone."""
+        if y is not None and self._vid_use_task_loss:
+            return super().compute_loss(x, y, y_pred, sample_weight, training)
+        losses = [compat.aggregate_additional_loss(self, loss) for loss in self.losses]
+        return ops.sum(ops.stack(losses)) if losses else ops.zeros((), "float32")
+
+    # The three hooks of the backends' steps (`keras_vid.backend`).
+
+    def _teacher_features(self, x):
+        """The teacher's logits and paired features (inference mode)."""
+        return self.teacher_extractor(x, training=False)
+
+    def _forward_loss(self, x, y, sample_weight, teacher_outputs, training):
+        """One student pass and `compute_loss` on it: `(loss, student_outputs,
+        labels_ok)`, the last for the step guard."""
+        student_outputs = self.student_extractor(x, training=training)
+        self._step.features = (student_outputs, teacher_outputs)
+        self._step.labels_ok = None
+        try:
+            loss = self.compute_loss(
+                x, y, student_outputs[LOGITS], sample_weight, training=training
+            )
+            labels_ok = self._step.labels_ok
+        finally:
+            self._step.features = self._step.labels_ok = None
+        if labels_ok is None:  # an override that does not call `super().compute_loss`
+            labels_ok = ops.convert_to_tensor(True)
+        return loss, student_outputs, labels_ok
+
+    def _log_step(self, x, y, sample_weight, student_outputs, loss):
+        """Update the `loss` tracker and the compiled metrics; return the logs."""
+        logits = student_outputs[LOGITS]
+        compat.loss_tracker(self).update_state(
+            compat.unscale_loss_for_distribution(loss), sample_weight=ops.shape(logits)[0]
+        )
+        return self.compute_metrics(x, y, logits, sample_weight)
+
+    def _step_state_variables(self):
         """The non-trainable variables a training step's forward pass may change
         (BatchNorm statistics, seed states of the student and the heads); a
         skipped step puts them back."""
@@ -437,38 +466,6 @@ class VIDDistiller(keras.Model):
         for head in self.heads:
             variables += head.non_trainable_variables
         return variables
-
-    def record_step(self, flags, ok):
-        """Count a skipped step and keep its flags and its index
-        (`optimizer.iterations` counts applied steps only)."""
-        skipped = ops.logical_not(ok)
-        count = self.skipped_steps.value
-        step = ops.cast(self.optimizer.iterations.value, "int32") + count
-        self.last_skip_flags.assign(ops.where(skipped, flags, self.last_skip_flags.value))
-        self.last_skipped_step.assign(ops.where(skipped, step, self.last_skipped_step.value))
-        self.skipped_steps.assign(count + ops.cast(skipped, "int32"))
-
-    def log_step(self, x, y, sample_weight, student_outputs, loss, terms):
-        """Update the loss trackers and compiled metrics; return the logs."""
-        logits = student_outputs[LOGITS]
-        batch_size = ops.shape(logits)[0]
-        self._loss_tracker.update_state(loss, sample_weight=batch_size)
-        self.task_loss_tracker.update_state(terms["task_loss"], sample_weight=batch_size)
-        for index, tracker in enumerate(self.vid_loss_trackers):
-            tracker.update_state(terms[f"vid_{index}"], sample_weight=batch_size)
-        if self._logs_kd:
-            self.kd_loss_tracker.update_state(terms["kd_loss"], sample_weight=batch_size)
-        return self.compute_metrics(x, y, logits, sample_weight)
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The task loss: the compiled loss on the student's logits plus any
-        regularization losses. Without labels (distillation-only training)
-        or without a compiled loss, only the regularization losses."""
-        if y is not None and self._vid_use_task_loss:
-            return super().compute_loss(x, y, y_pred, sample_weight, training)
-        # As Keras does (on TensorFlow, divided by the replicas in sync).
-        losses = [self._aggregate_additional_loss(loss) for loss in self.losses]
-        return ops.sum(ops.stack(losses)) if losses else ops.zeros((), "float32")
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Compiled metrics on the student's logits, and every loss tracker.
@@ -487,40 +484,28 @@ class VIDDistiller(keras.Model):
                 logs.update(result if isinstance(result, dict) else {metric.name: result})
         return logs
 
-    def _check_labels(self, y, method):
-        """Integer labels outside the logits' classes fail differently on each
-        backend (an error, an index error, or a silently wrong loss on JAX);
-        arrays are checked up front, other data by the step guard."""
-        if not self._vid_use_task_loss or y is None or not hasattr(y, "dtype"):
-            return
-        labels = np.asarray(y)
-        classes = self.student.outputs[0].shape[-1]
-        sparse = labels.ndim == 1 or (labels.ndim == 2 and labels.shape[-1] == 1)
-        if not np.issubdtype(labels.dtype, np.integer) or not sparse or not classes:
-            return
-        if labels.size and (labels.min() < 0 or labels.max() >= classes):
-            raise ValueError(
-                f"`{method}()` received labels in [{labels.min()}, {labels.max()}], but the "
-                f"student '{self.student.name}' has {classes} output classes: integer "
-                f"labels must lie in [0, {classes})."
-            )
-
-    def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
+    def fit(self, *args, **kwargs):
         """`keras.Model.fit`, adding a `NonFiniteMonitor` unless `callbacks`
         already has one, so skipped steps are reported."""
         from keras_vid.callbacks.non_finite import NonFiniteMonitor
 
+        arguments = _FIT_SIGNATURE.bind(self, *args, **kwargs).arguments
+        x, y = arguments.get("x"), arguments.get("y")
         _check_not_empty(x, "fit")
-        self._check_labels(y, "fit")
-        if len(args) < 4 and (callbacks is None or isinstance(callbacks, (list, tuple))):
+        self.step_guard.check_label_array(y, "fit")
+        callbacks = arguments.get("callbacks")
+        if callbacks is None or isinstance(callbacks, (list, tuple)):
             callbacks = list(callbacks or [])
             if not any(isinstance(c, NonFiniteMonitor) for c in callbacks):
                 callbacks.append(NonFiniteMonitor())
-        return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+            arguments["callbacks"] = callbacks
+        arguments.pop("self")
+        extra = arguments.pop("kwargs", {})
+        return super().fit(**arguments, **extra)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         _check_not_empty(x, "evaluate")
-        self._check_labels(y, "evaluate")
+        self.step_guard.check_label_array(y, "evaluate")
         return super().evaluate(x, y, *args, **kwargs)
 
     def train_step(self, *args):
@@ -532,18 +517,21 @@ class VIDDistiller(keras.Model):
     # ----------------------------------------------------------- serialization
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "teacher": serialize_keras_object(self.teacher),
-            "student": serialize_keras_object(self.student),
-            "pairs": [list(pair) for pair in self.pairs],
-            "head_options": self.head_options,
-            "heads": (
-                [serialize_keras_object(head) for head in self.heads]
-                if self._vid_custom_heads
-                else None
-            ),
-        }
+        config = super().get_config()
+        config.update(
+            {
+                "teacher": serialize_keras_object(self.teacher),
+                "student": serialize_keras_object(self.student),
+                "pairs": [list(pair) for pair in self.pairs],
+                "head_options": self.head_options,
+                "heads": (
+                    [serialize_keras_object(head) for head in self.heads]
+                    if self._vid_custom_heads
+                    else None
+                ),
+            }
+        )
+        return config
 
     @classmethod
     def from_config(cls, config):

@@ -19,7 +19,7 @@ import math
 
 import keras
 
-from keras_vid.features import flat_graph
+from keras_vid.flat_graph import flat_graph
 
 COUNTED_LAYERS = (
     keras.layers.Dense,

@@ -9,6 +9,7 @@ more parameters, or cost more MACs per example, than the student itself.
 import dataclasses
 
 from keras_vid.flops import head_macs, model_macs
+from keras_vid.text import text_table
 
 
 @dataclasses.dataclass
@@ -64,12 +65,7 @@ class HeadCostSummary:
         ]
         rows.append(("all heads", "", "", fmt(self.total_params), fmt(self.total_macs), ""))
         rows.append(("student", "", "", fmt(self.student_params), fmt(self.student_macs), ""))
-        widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
-        lines = [
-            "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
-            for row in [header] + rows
-        ]
-        lines.insert(1, "  ".join("-" * width for width in widths[:-1]))
+        lines = [text_table(header, rows, rule_columns=len(header) - 1)]
         if self.oversized:
             lines.append(
                 f"{len(self.oversized)} head(s) cost more than the student: consider a "

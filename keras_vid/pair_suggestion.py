@@ -30,7 +30,9 @@ import dataclasses
 
 import keras
 
-from keras_vid.features import check_symbolic_model, flat_graph
+from keras_vid.features import check_symbolic_model
+from keras_vid.flat_graph import flat_graph
+from keras_vid.text import shape_text, text_table
 from keras_vid.vid_head import VIDHead
 
 AUTO = "auto"
@@ -210,29 +212,19 @@ class SuggestedPairs(list):
             (
                 str(index),
                 d.student.path,
-                _shape(d.student.shape),
+                shape_text(d.student.shape),
                 d.teacher.path,
-                _shape(d.teacher.shape),
+                shape_text(d.teacher.shape),
                 d.reason,
                 f"{d.head_params:,}",
             )
             for index, d in enumerate(self.details)
         ]
-        widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
-        lines = [
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-            for row in [header] + rows
-        ]
-        lines.insert(1, "  ".join("-" * width for width in widths))
-        return "\n".join(lines)
+        return text_table(header, rows)
 
     def print_table(self, print_fn=print):
         """Print `table()`."""
         print_fn(self.table())
-
-
-def _shape(shape):
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
 def _head_params(student, teacher, head_options):
@@ -296,8 +288,8 @@ def suggest_pairs(teacher, student, logits=AUTO, head_options=None, verbose=Fals
         raise ValueError(
             "No pair to suggest: the student's and the teacher's stages share no "
             f"spatial resolution and {why}. "
-            f"Teacher stages: {[(s.path, _shape(s.shape)) for s in teacher_stages]}; "
-            f"student stages: {[(s.path, _shape(s.shape)) for s in student_stages]}."
+            f"Teacher stages: {[(s.path, shape_text(s.shape)) for s in teacher_stages]}; "
+            f"student stages: {[(s.path, shape_text(s.shape)) for s in student_stages]}."
         )
     details = [
         SuggestedPair(s, t, reason, _head_params(s, t, head_options)) for s, t, reason in chosen

@@ -11,6 +11,8 @@ import dataclasses
 
 import keras
 
+from keras_vid.text import shape_text
+
 MAP_RANKS = (3, 4)
 SUPPORTED_RANKS = (2,) + MAP_RANKS
 DEFAULT_MAP_DEPTH = 3
@@ -25,10 +27,6 @@ class RegressorPlan:
     teacher_pool: keras.layers.Layer | None
     layers: list
     target_shape: tuple
-
-
-def _describe(shape):
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
 def _adaptive_pool(rank, output_size, name):
@@ -118,7 +116,7 @@ def plan_regressor(
     """
     student_shape, teacher_shape = tuple(student_shape), tuple(teacher_shape)
     s_rank, t_rank = len(student_shape), len(teacher_shape)
-    pair = f"student shape {_describe(student_shape)} → teacher shape {_describe(teacher_shape)}"
+    pair = f"student shape {shape_text(student_shape)} → teacher shape {shape_text(teacher_shape)}"
     for role, rank in (("student", s_rank), ("teacher", t_rank)):
         if rank not in SUPPORTED_RANKS:
             raise ValueError(

@@ -1,4 +1,4 @@
-"""Skipping a training step that would poison the weights, and saying why.
+"""`StepGuard`: skipping a training step that would poison the weights, and saying why.
 
 A NaN or Inf in an input batch or in a teacher feature, or a label outside
 the logits' classes, turns one step's update into garbage that no later
@@ -16,6 +16,7 @@ Flag layout (one int32 per entry, 1 = at fault):
 """
 
 import keras
+import numpy as np
 from keras import ops, tree
 
 from keras_vid.features import LOGITS, pair_key
@@ -47,10 +48,8 @@ def finite_groups(groups):
     floating-point element in that group is finite. Groups without float
     tensors count as finite.
 
-    This is the `keras.ops` implementation every backend can use; a trainer
-    may pass a fused one of its own to `step_flags` as `check_finite` (the
-    PyTorch trainer does: in eager mode one call for all tensors is cheaper
-    than two ops per tensor).
+    This is the `keras.ops` implementation; a backend may offer a fused one
+    (`keras_vid.backend.finite_groups`, which `StepGuard` uses).
     """
     checks = []
     for group in groups:
@@ -59,59 +58,130 @@ def finite_groups(groups):
     return ops.stack(checks)
 
 
-def labels_in_range(y, logits):
-    """False when `y` holds integer class indices outside `[0, classes)`."""
-    if y is None or isinstance(y, (dict, list, tuple)):
-        return ops.convert_to_tensor(True)
-    if "int" not in keras.backend.standardize_dtype(y.dtype):
-        return ops.convert_to_tensor(True)
-    sparse = len(y.shape) == len(logits.shape) - 1 or (
-        len(y.shape) == len(logits.shape) and y.shape[-1] == 1 and logits.shape[-1] != 1
-    )
-    classes = logits.shape[-1]
-    if not sparse or classes is None:
-        return ops.convert_to_tensor(True)
-    return ops.logical_and(ops.all(y >= 0), ops.all(y < classes))
+@keras.saving.register_keras_serializable(package="keras_vid")
+class StepGuard(keras.layers.Layer):
+    """Checks every training step, skips the unsafe ones and keeps a record.
 
+    A `VIDDistiller` owns one (`distiller.step_guard`). Its variables record
+    the skipped steps for `NonFiniteMonitor`: `skipped_steps` (how many),
+    `last_skip_flags` (the flags of the latest, see the module docstring)
+    and `last_skipped_step` (its index among all steps, applied or not).
 
-def safe_labels(y, logits):
-    """`(y, in_range)`: integer class labels clipped into `[0, classes)`, so
-    the task loss fails on no backend (TensorFlow and PyTorch raise, JAX
-    silently reads a wrong class), and whether they already were. The step
-    is skipped when they were not."""
-    in_range = labels_in_range(y, logits)
-    if y is None or isinstance(y, (dict, list, tuple)):
-        return y, in_range
-    if "int" not in keras.backend.standardize_dtype(y.dtype):
-        return y, in_range
-    return ops.clip(y, 0, logits.shape[-1] - 1), in_range
+    A backend's training step calls, in order: `snapshot()` before the
+    forward pass (the state a skipped step must put back), `check(...)`
+    after the gradients, optionally `agree(...)` across replicas, then
+    `restore(saved)` when the step is skipped and `record(...)` always.
+    Labels are checked by `check_labels` inside the loss.
 
-
-def step_flags(
-    num_pairs,
-    x,
-    y,
-    teacher_outputs,
-    student_logits,
-    loss,
-    gradients,
-    check_finite=finite_groups,
-):
-    """All flags of a training step (int32 vector) and whether the update is safe.
-
-    `check_finite` computes the finiteness checks, one per group: the
-    input, the teacher's logits, each teacher pair, the loss with the
-    gradients (`finite_groups` in this module, or a trainer's fused one).
+    Args:
+        pairs: the distiller's `(student_layer, teacher_layer)` pairs (the
+            flags name them).
+        classes: the student's number of output classes, for the label check
+            (`None`: labels are not checked).
+        state_variables: a callable returning the non-trainable variables a
+            forward pass may change (BatchNorm statistics, seed states).
     """
-    groups = [x, teacher_outputs[LOGITS]]
-    groups += [teacher_outputs[pair_key(k)] for k in range(num_pairs)]
-    groups.append([loss] + [g for g in gradients if g is not None])
-    finite = ops.convert_to_tensor(check_finite(groups))
-    labels_ok = ops.reshape(labels_in_range(y, student_logits), (1,))
-    checks = ops.concatenate([finite[:1], labels_ok, finite[1:]])
-    flags = ops.logical_not(checks)
-    ok = ops.logical_not(ops.any(flags))
-    return ops.cast(flags, "int32"), ok
+
+    def __init__(self, pairs, classes=None, state_variables=None, **kwargs):
+        kwargs.setdefault("name", "step_guard")
+        super().__init__(**kwargs)
+        from keras_vid.backend import finite_groups as fused  # the backend's, chosen once
+
+        self.pairs = [tuple(pair) for pair in pairs]
+        self.classes = classes
+        self._state_variables = state_variables or (lambda: [])
+        self._finite_groups = fused
+
+    def build(self, input_shape=None):
+        self.skipped_steps = self.add_weight(
+            name="skipped_steps", shape=(), dtype="int32", initializer="zeros", trainable=False
+        )
+        self.last_skip_flags = self.add_weight(
+            name="last_skip_flags",
+            shape=(len(flag_names(self.pairs)),),
+            dtype="int32",
+            initializer="zeros",
+            trainable=False,
+        )
+        self.last_skipped_step = self.add_weight(
+            name="last_skipped_step", shape=(), dtype="int32", initializer="zeros", trainable=False
+        )
+        self.built = True
+
+    def check_labels(self, y):
+        """`(y, in_range)`: integer class labels clipped into `[0, classes)`,
+        so the task loss fails on no backend (TensorFlow and PyTorch raise,
+        JAX silently reads a wrong class), and whether they already were."""
+        ok = ops.convert_to_tensor(True)
+        if self.classes is None or y is None or isinstance(y, (dict, list, tuple)):
+            return y, ok
+        if "int" not in keras.backend.standardize_dtype(y.dtype):
+            return y, ok
+        sparse = len(y.shape) == 1 or (len(y.shape) == 2 and y.shape[-1] == 1)
+        if not sparse:
+            return y, ok
+        ok = ops.logical_and(ops.all(y >= 0), ops.all(y < self.classes))
+        return ops.clip(y, 0, self.classes - 1), ok
+
+    def check_label_array(self, y, method):
+        """Integer label arrays outside the classes, checked up front (the step
+        checks tensors): a `ValueError` naming `method` and the range."""
+        if self.classes is None or y is None or not hasattr(y, "dtype"):
+            return
+        labels = np.asarray(y)
+        sparse = labels.ndim == 1 or (labels.ndim == 2 and labels.shape[-1] == 1)
+        if not np.issubdtype(labels.dtype, np.integer) or not sparse:
+            return
+        if labels.size and (labels.min() < 0 or labels.max() >= self.classes):
+            raise ValueError(
+                f"`{method}()` received labels in [{labels.min()}, {labels.max()}], but the "
+                f"student has {self.classes} output classes: integer labels must lie in "
+                f"[0, {self.classes})."
+            )
+
+    def snapshot(self):
+        """Copies of the state a skipped step puts back (`restore`)."""
+        return [ops.copy(variable.value) for variable in self._state_variables()]
+
+    def restore(self, saved):
+        for variable, value in zip(self._state_variables(), saved):
+            variable.assign(value)
+
+    def check(self, x, teacher_outputs, labels_ok, loss, gradients, optimizer):
+        """The flags of a step (int32 vector) and whether its update is safe.
+        With a `LossScaleOptimizer`, non-finite gradients are left to it (it
+        skips the step and lowers the scale)."""
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            gradients = []
+        groups = [x, teacher_outputs[LOGITS]]
+        groups += [teacher_outputs[pair_key(k)] for k in range(len(self.pairs))]
+        groups.append([loss] + [g for g in gradients if g is not None])
+        finite = ops.convert_to_tensor(self._finite_groups(groups))
+        labels_ok = ops.reshape(ops.convert_to_tensor(labels_ok), (1,))
+        flags = ops.logical_not(ops.concatenate([finite[:1], labels_ok, finite[1:]]))
+        return ops.cast(flags, "int32"), ops.logical_not(ops.any(flags))
+
+    @staticmethod
+    def agree(flags, total):
+        """Flags raised on any replica, given `total` (the backend's sum of a
+        flag vector over the replicas), and whether all of them are clear."""
+        flags = ops.cast(ops.greater(total(flags), 0), "int32")
+        return flags, ops.logical_not(ops.any(ops.greater(flags, 0)))
+
+    def record(self, flags, ok, applied_steps):
+        """Count a skipped step and keep its flags and its index
+        (`applied_steps`, the optimizer's `iterations`, counts applied steps only)."""
+        skipped = ops.logical_not(ok)
+        count = self.skipped_steps.value
+        step = ops.cast(applied_steps.value, "int32") + count
+        self.last_skip_flags.assign(ops.where(skipped, flags, self.last_skip_flags.value))
+        self.last_skipped_step.assign(ops.where(skipped, step, self.last_skipped_step.value))
+        self.skipped_steps.assign(count + ops.cast(skipped, "int32"))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"pairs": [list(pair) for pair in self.pairs], "classes": self.classes})
+        return config
 
 
 def describe(pairs, flags):

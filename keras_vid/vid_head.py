@@ -7,11 +7,12 @@ import keras
 from keras import ops
 
 from keras_vid.losses import REDUCTIONS, gaussian_nll, inverse_softplus
+from keras_vid.pair_loss import PairLoss
 from keras_vid.regressors import plan_regressor
 
 
 @keras.saving.register_keras_serializable(package="keras_vid")
-class VIDHead(keras.layers.Layer):
+class VIDHead(PairLoss):
     """Gaussian q(t | s) with a learned mean and a learned per-channel variance.
 
     The head predicts the teacher feature `t` from the student feature `s`

@@ -221,8 +221,8 @@ def guard_report(model, before, after_weights):
     return {
         "rel_change": rel,
         "changed": key,
-        "skipped_steps": int(keras.ops.convert_to_numpy(model.skipped_steps.value)),
-        "input_flag": int(keras.ops.convert_to_numpy(model.last_skip_flags.value)[0]),
+        "skipped_steps": int(keras.ops.convert_to_numpy(model.step_guard.skipped_steps.value)),
+        "input_flag": int(keras.ops.convert_to_numpy(model.step_guard.last_skip_flags.value)[0]),
     }
 
 
@@ -298,7 +298,7 @@ def run_tensorflow():
     x_nan, y_nan = nan_batch()
     fit_logs(multi, x_nan, y_nan)
     report["guard"] = guard_report(multi, before, trained_weights(multi))
-    for variable in multi.student.weights + [multi.skipped_steps]:
+    for variable in multi.student.weights + [multi.step_guard.skipped_steps]:
         copies = _replica_values(variable, strategy)
         replica_spread = max(replica_spread, float(np.max(np.abs(copies[0] - copies[-1]))))
     report["guard"]["replica_spread"] = replica_spread

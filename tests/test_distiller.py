@@ -355,7 +355,6 @@ class Subclassed(keras.Model):
 @pytest.mark.parametrize(
     "pairs, match",
     [
-        ([], "empty"),
         ([("s_g3", "t_g1")], r"no layer named 's_g3'.*Close matches: .*'s_g1'"),
         ([("s_g1", "t_gl")], r"teacher model 't' has no layer named 't_gl'"),
         ("s_g1", "list of"),

@@ -45,9 +45,9 @@ def assert_same_state(a, b, exact=True):
 
 def guard_record(distiller):
     return (
-        int(to_numpy(distiller.skipped_steps)),
-        to_numpy(distiller.last_skip_flags).tolist(),
-        int(to_numpy(distiller.last_skipped_step)),
+        int(to_numpy(distiller.step_guard.skipped_steps)),
+        to_numpy(distiller.step_guard.last_skip_flags).tolist(),
+        int(to_numpy(distiller.step_guard.last_skipped_step)),
     )
 
 
@@ -267,11 +267,11 @@ def test_finite_groups_flags_exactly_the_groups_with_nan_or_inf():
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the PyTorch trainer's fused check")
 def test_torch_fused_finite_groups_matches_keras_ops_version():
-    from keras_vid.backend.torch_trainer import _finite_groups
+    from keras_vid.backend.torch_trainer import finite_groups as fused_finite_groups
     from keras_vid.step_guard import finite_groups
 
     groups = finite_groups_tensor_cases()
     expected = to_numpy(finite_groups(groups)).tolist()
-    assert to_numpy(_finite_groups(groups)).tolist() == expected
+    assert to_numpy(fused_finite_groups(groups)).tolist() == expected
     # NumPy inputs (as `train_on_batch` may pass them) give the same answer.
-    assert to_numpy(_finite_groups(finite_groups_cases())).tolist() == expected
+    assert to_numpy(fused_finite_groups(finite_groups_cases())).tolist() == expected

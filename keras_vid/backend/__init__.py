@@ -3,10 +3,17 @@
 Everything that differs between backends (how gradients are taken, how the
 teacher is kept out of the differentiated computation, how state flows) lives
 in `<backend>_trainer.py`; the loss itself is shared and written in
-`keras.ops` (`VIDDistiller.distillation_losses`).
+`keras.ops` (`VIDDistiller.compute_loss`). Each step calls three distiller
+hooks: `_teacher_features`, `_forward_loss` and `_log_step`, and the
+distiller's `StepGuard`.
+
+`finite_groups` is the finiteness check `StepGuard` uses: the backend's
+fused one where it has one, else `keras_vid.step_guard.finite_groups`.
 """
 
 import keras
+
+from keras_vid.step_guard import finite_groups
 
 _BACKEND = keras.backend.backend()
 
@@ -15,7 +22,7 @@ if _BACKEND == "tensorflow":
 elif _BACKEND == "jax":
     from keras_vid.backend.jax_trainer import test_step, train_step
 elif _BACKEND == "torch":
-    from keras_vid.backend.torch_trainer import test_step, train_step
+    from keras_vid.backend.torch_trainer import finite_groups, test_step, train_step  # noqa: F811
 else:
 
     def _unsupported(*args, **kwargs):
@@ -26,4 +33,4 @@ else:
 
     train_step = test_step = _unsupported
 
-__all__ = ["train_step", "test_step"]
+__all__ = ["train_step", "test_step", "finite_groups"]

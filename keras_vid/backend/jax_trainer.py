@@ -2,8 +2,10 @@
 
 The teacher's forward pass is evaluated outside `jax.value_and_grad`, so it
 is a constant of the differentiated function; the student and the heads run
-once inside it. A step whose flags are raised (`keras_vid.step_guard`) keeps
-the previous trainable, non-trainable and optimizer state.
+once inside it. Losses added by layers (`add_loss`, activity regularizers)
+are collected by the scope, as Keras's own JAX trainer does. A step whose
+flags are raised (`keras_vid.StepGuard`) keeps the previous trainable,
+non-trainable and optimizer state.
 """
 
 import jax
@@ -11,51 +13,52 @@ import keras
 from keras.utils import unpack_x_y_sample_weight
 
 
-def _mapping(variables, values):
-    return list(zip(variables, values))
+def _scope(variables, values, collect_losses=False):
+    mapping = []
+    for group, group_values in zip(variables, values):
+        mapping += list(zip(group, group_values))
+    return keras.StatelessScope(state_mapping=mapping, collect_losses=collect_losses)
 
 
-def _forward(distiller, trainable, non_trainable, x, y, sample_weight, teacher_outputs, training):
-    """Student forward pass and losses under a scope that maps every model
-    variable to its value in `state`. Returns the loss, the terms, the
-    student outputs and the updated non-trainable values."""
-    mapping = _mapping(distiller.trainable_variables, trainable)
-    mapping += _mapping(distiller.non_trainable_variables, non_trainable)
-    with keras.StatelessScope(state_mapping=mapping) as scope:
-        student_outputs = distiller.student_extractor(x, training=training)
-        loss, terms = distiller.distillation_losses(
-            x, y, sample_weight, student_outputs, teacher_outputs, training=training
+def _current(scope, variables):
+    values = [scope.get_current_value(v) for v in variables]
+    return [v.value if new is None else new for v, new in zip(variables, values)]
+
+
+def _forward(distiller, state, x, y, sample_weight, teacher_outputs, training):
+    """The student pass and the loss under `state` (trainable, non-trainable,
+    metrics values): `(loss, student_outputs, labels_ok, new_state)`."""
+    variables = (
+        distiller.trainable_variables,
+        distiller.non_trainable_variables,
+        distiller.metrics_variables,
+    )
+    with _scope(variables, state, collect_losses=True) as scope:
+        loss, student_outputs, labels_ok = distiller._forward_loss(
+            x, y, sample_weight, teacher_outputs, training=training
         )
-    non_trainable = [scope.get_current_value(v) for v in distiller.non_trainable_variables]
-    return loss, terms, student_outputs, non_trainable
+    new_state = [_current(scope, group) for group in variables[1:]]
+    return loss, student_outputs, labels_ok, new_state
 
 
 def _teacher_outputs(distiller, trainable, non_trainable, x):
-    mapping = _mapping(distiller.trainable_variables, trainable)
-    mapping += _mapping(distiller.non_trainable_variables, non_trainable)
-    with keras.StatelessScope(state_mapping=mapping):
-        outputs = distiller.teacher_extractor(x, training=False)
+    variables = (distiller.trainable_variables, distiller.non_trainable_variables)
+    with _scope(variables, (trainable, non_trainable)):
+        outputs = distiller._teacher_features(x)
     return jax.tree_util.tree_map(jax.lax.stop_gradient, outputs)
 
 
-def _log(distiller, metrics_values, x, y, sample_weight, student_outputs, loss, terms):
-    with keras.StatelessScope(
-        state_mapping=_mapping(distiller.metrics_variables, metrics_values)
-    ) as scope:
-        logs = distiller.log_step(x, y, sample_weight, student_outputs, loss, terms)
-    metrics_values = [
-        scope.get_current_value(v) if scope.get_current_value(v) is not None else v.value
-        for v in distiller.metrics_variables
-    ]
-    return logs, metrics_values
+def _log(distiller, metrics_values, x, y, sample_weight, student_outputs, loss):
+    with _scope((distiller.metrics_variables,), (metrics_values,)) as scope:
+        logs = distiller._log_step(x, y, sample_weight, student_outputs, loss)
+    return logs, _current(scope, distiller.metrics_variables)
 
 
 def _record(distiller, non_trainable, optimizer_values, flags, ok):
-    mapping = _mapping(distiller.non_trainable_variables, non_trainable)
-    mapping += _mapping(distiller.optimizer.variables, optimizer_values)
-    with keras.StatelessScope(state_mapping=mapping) as scope:
-        distiller.record_step(flags, ok)
-    return [scope.get_current_value(v) for v in distiller.non_trainable_variables]
+    variables = (distiller.non_trainable_variables, distiller.optimizer.variables)
+    with _scope(variables, (non_trainable, optimizer_values)) as scope:
+        distiller.step_guard.record(flags, ok, distiller.optimizer.iterations)
+    return _current(scope, distiller.non_trainable_variables)
 
 
 def train_step(distiller, state, data):
@@ -64,26 +67,24 @@ def train_step(distiller, state, data):
     teacher_outputs = _teacher_outputs(distiller, trainable, non_trainable, x)
     optimizer = distiller.optimizer
 
-    def loss_fn(trainable, non_trainable):
-        loss, terms, student_outputs, non_trainable = _forward(
+    def loss_fn(trainable):
+        loss, student_outputs, labels_ok, new_state = _forward(
             distiller,
-            trainable,
-            non_trainable,
+            (trainable, non_trainable, metrics_values),
             x,
             y,
             sample_weight,
             teacher_outputs,
             training=True,
         )
-        with keras.StatelessScope(state_mapping=_mapping(optimizer.variables, optimizer_values)):
+        with _scope((optimizer.variables,), (optimizer_values,)):
             scaled_loss = optimizer.scale_loss(loss)
-        return scaled_loss, (loss, terms, student_outputs, non_trainable)
+        return scaled_loss, (loss, student_outputs, labels_ok, new_state)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (_, (loss, terms, student_outputs, new_non_trainable)), grads = grad_fn(
-        trainable, non_trainable
-    )
-    flags, ok = distiller.step_flags(x, y, teacher_outputs, student_outputs, loss, grads)
+    (_, (loss, student_outputs, labels_ok, new_state)), grads = grad_fn(trainable)
+    new_non_trainable, metrics_values = new_state
+    flags, ok = distiller.step_guard.check(x, teacher_outputs, labels_ok, loss, grads, optimizer)
     new_trainable, new_optimizer_values = optimizer.stateless_apply(
         optimizer_values, grads, trainable
     )
@@ -94,7 +95,7 @@ def train_step(distiller, state, data):
     )
     non_trainable = _record(distiller, non_trainable, optimizer_values, flags, ok)
     logs, metrics_values = _log(
-        distiller, metrics_values, x, y, sample_weight, student_outputs, loss, terms
+        distiller, metrics_values, x, y, sample_weight, student_outputs, loss
     )
     return logs, (trainable, non_trainable, optimizer_values, metrics_values)
 
@@ -103,10 +104,9 @@ def test_step(distiller, state, data):
     trainable, non_trainable, metrics_values = state
     x, y, sample_weight = unpack_x_y_sample_weight(data)
     teacher_outputs = _teacher_outputs(distiller, trainable, non_trainable, x)
-    loss, terms, student_outputs, non_trainable = _forward(
+    loss, student_outputs, _, (non_trainable, metrics_values) = _forward(
         distiller,
-        trainable,
-        non_trainable,
+        (trainable, non_trainable, metrics_values),
         x,
         y,
         sample_weight,
@@ -114,6 +114,6 @@ def test_step(distiller, state, data):
         training=False,
     )
     logs, metrics_values = _log(
-        distiller, metrics_values, x, y, sample_weight, student_outputs, loss, terms
+        distiller, metrics_values, x, y, sample_weight, student_outputs, loss
     )
     return logs, (trainable, non_trainable, metrics_values)

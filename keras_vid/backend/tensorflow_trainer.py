@@ -1,17 +1,16 @@
 """`VIDDistiller` steps on TensorFlow: the teacher runs before the tape opens.
 
-A step whose flags are raised (`keras_vid.step_guard`) applies no update and
+A step whose flags are raised (`keras_vid.StepGuard`) applies no update and
 puts back the BatchNorm statistics its forward pass changed.
 
 Under a `tf.distribute` strategy (`MirroredStrategy`,
 `MultiWorkerMirroredStrategy`) each replica runs this step on its slice of
 the global batch:
 
-- Loss scaling follows Keras: the compiled task loss comes back from
-  `compute_loss` already divided by the number of replicas R (Keras's
-  `scale_loss_for_distribution`), and the optimizer sums the replicas'
-  gradients. The VID and KD terms are local batch means, so the step
-  divides the whole local loss by R as well: the summed gradient is that of
+- Loss scaling follows Keras: `compute_loss` returns the replica's loss
+  divided by the number of replicas R (the compiled loss as Keras's
+  `scale_loss_for_distribution` does, the VID and KD terms likewise), and
+  the optimizer sums the replicas' gradients: the summed gradient is that of
   the global-batch mean (exactly, when the replicas' slices are equal).
 - The logged `loss`, `task_loss`, `vid_k` and `kd_loss` are the local
   (unscaled) batch means; the trackers are summed over replicas, so the
@@ -24,113 +23,83 @@ the global batch:
 import tensorflow as tf
 from keras.utils import unpack_x_y_sample_weight
 
-
-def _num_replicas():
-    return tf.distribute.get_strategy().num_replicas_in_sync
+from keras_vid import compat
 
 
-def _local_losses(loss, terms):
-    """The local (per-replica, unscaled) loss and terms, and the loss to
-    differentiate (the local loss divided by the number of replicas)."""
-    replicas = _num_replicas()
-    if replicas == 1:
-        return loss, loss, terms
-    # As Keras's `scale_loss_for_distribution` / `unscale_loss_for_distribution`.
-    terms = dict(terms)
-    scaled_task = terms["task_loss"]
-    terms["task_loss"] = scaled_task * tf.cast(replicas, scaled_task.dtype)
-    loss = loss - scaled_task + terms["task_loss"]
-    return loss, loss * tf.cast(1.0 / replicas, loss.dtype), terms
-
-
-def _agree(flags, ok):
-    """Every replica's flags raised on any replica, and whether all are clear."""
+def _sum_over_replicas(flags):
     context = tf.distribute.get_replica_context()
-    if context is None or _num_replicas() == 1:
-        return flags, ok
-    flags = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(flags, "float32"))
-    flags = tf.cast(flags > 0, "int32")
-    return flags, tf.logical_not(tf.reduce_any(flags > 0))
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(flags, "float32"))
 
 
-def _apply(optimizer, gradients, variables):
-    optimizer.apply(gradients, variables)
+def _distributed():
+    return (
+        tf.distribute.get_replica_context() is not None
+        and tf.distribute.get_strategy().num_replicas_in_sync > 1
+    )
 
 
-def _restore(state_variables, saved_state):
-    for variable, value in zip(state_variables, saved_state):
-        variable.assign(value)
+def _apply_if(ok, optimizer, gradients, variables, restore, saved):
+    """Apply the update when `ok`, else `restore(saved)` the step's state."""
 
-
-def _apply_if(ok, optimizer, gradients, variables, state_variables, saved_state):
     def apply():
-        _apply(optimizer, gradients, variables)
+        optimizer.apply(gradients, variables)
         return tf.constant(True)
 
-    def restore():
-        _restore(state_variables, saved_state)
+    def skip():
+        restore(saved)
         return tf.constant(False)
 
-    if not tf.distribute.has_strategy() or (
-        tf.__internal__.distribute.strategy_supports_no_merge_call()
-    ):
-        tf.cond(ok, apply, restore)
+    if not tf.distribute.has_strategy() or compat.strategy_supports_no_merge_call():
+        tf.cond(ok, apply, skip)
         return
 
     # Under a strategy whose optimizer updates call `merge_call` (Mirrored),
     # the condition must be taken in the cross-replica context, as Keras's
-    # LossScaleOptimizer does. `ok` is the same on every replica (`_agree`);
+    # LossScaleOptimizer does. `ok` is the same on every replica (`agree`);
     # the gradients and the saved statistics are per replica, so they are
     # passed through `merge_call` rather than captured.
-    def cross_replica(distribution, ok, gradients, saved_state):
+    def cross_replica(distribution, ok, gradients, saved):
         ok = distribution.experimental_local_results(ok)[0]
 
         def apply_all():
             distribution.extended.call_for_each_replica(
-                _apply, args=(optimizer, gradients, variables)
+                optimizer.apply, args=(gradients, variables)
             )
             return tf.constant(True)
 
         def restore_all():
-            distribution.extended.call_for_each_replica(
-                _restore, args=(state_variables, saved_state)
-            )
+            distribution.extended.call_for_each_replica(restore, args=(saved,))
             return tf.constant(False)
 
         tf.cond(ok, apply_all, restore_all)
 
-    tf.distribute.get_replica_context().merge_call(
-        cross_replica, args=(ok, gradients, saved_state)
-    )
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(ok, gradients, saved))
 
 
 def train_step(distiller, data):
     x, y, sample_weight = unpack_x_y_sample_weight(data)
-    teacher_outputs = distiller.teacher_extractor(x, training=False)
-    state_variables = distiller.step_state_variables
-    saved_state = [tf.identity(v.value) for v in state_variables]
+    guard, optimizer = distiller.step_guard, distiller.optimizer
+    teacher_outputs = distiller._teacher_features(x)
+    saved = guard.snapshot()
     with tf.GradientTape() as tape:
-        student_outputs = distiller.student_extractor(x, training=True)
-        loss, terms = distiller.distillation_losses(
-            x, y, sample_weight, student_outputs, teacher_outputs, training=True
+        loss, student_outputs, labels_ok = distiller._forward_loss(
+            x, y, sample_weight, teacher_outputs, training=True
         )
-        loss, replica_loss, terms = _local_losses(loss, terms)
-        scaled_loss = distiller.optimizer.scale_loss(replica_loss)
+        scaled_loss = optimizer.scale_loss(loss)
     variables = distiller.trainable_variables
     gradients = tape.gradient(scaled_loss, variables)
-    flags, ok = distiller.step_flags(x, y, teacher_outputs, student_outputs, loss, gradients)
-    flags, ok = _agree(flags, ok)
-    _apply_if(ok, distiller.optimizer, gradients, variables, state_variables, saved_state)
-    distiller.record_step(flags, ok)
-    return distiller.log_step(x, y, sample_weight, student_outputs, loss, terms)
+    flags, ok = guard.check(x, teacher_outputs, labels_ok, loss, gradients, optimizer)
+    if _distributed():
+        flags, ok = guard.agree(flags, _sum_over_replicas)
+    _apply_if(ok, optimizer, gradients, variables, guard.restore, saved)
+    guard.record(flags, ok, optimizer.iterations)
+    return distiller._log_step(x, y, sample_weight, student_outputs, loss)
 
 
 def test_step(distiller, data):
     x, y, sample_weight = unpack_x_y_sample_weight(data)
-    teacher_outputs = distiller.teacher_extractor(x, training=False)
-    student_outputs = distiller.student_extractor(x, training=False)
-    loss, terms = distiller.distillation_losses(
-        x, y, sample_weight, student_outputs, teacher_outputs, training=False
+    teacher_outputs = distiller._teacher_features(x)
+    loss, student_outputs, _ = distiller._forward_loss(
+        x, y, sample_weight, teacher_outputs, training=False
     )
-    loss, _, terms = _local_losses(loss, terms)
-    return distiller.log_step(x, y, sample_weight, student_outputs, loss, terms)
+    return distiller._log_step(x, y, sample_weight, student_outputs, loss)

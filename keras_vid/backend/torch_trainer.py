@@ -1,6 +1,6 @@
 """`VIDDistiller` steps on PyTorch: the teacher runs under `torch.no_grad()`.
 
-A step whose flags are raised (`keras_vid.step_guard`) applies no update and
+A step whose flags are raised (`keras_vid.StepGuard`) applies no update and
 puts back the BatchNorm statistics its forward pass changed.
 
 Data parallel: when `torch.distributed` is initialised with more than one
@@ -21,7 +21,7 @@ import torch
 from keras import ops
 from keras.utils import unpack_x_y_sample_weight
 
-from keras_vid import step_guard
+from keras_vid import compat, step_guard
 
 _DDP_WRAPPERS = weakref.WeakKeyDictionary()
 
@@ -34,15 +34,7 @@ class _StudentStep(torch.nn.Module):
         self.distiller = distiller
 
     def forward(self, x, y, sample_weight, teacher_outputs):
-        return _student_step(self.distiller, x, y, sample_weight, teacher_outputs)
-
-
-def _student_step(distiller, x, y, sample_weight, teacher_outputs):
-    student_outputs = distiller.student_extractor(x, training=True)
-    loss, terms = distiller.distillation_losses(
-        x, y, sample_weight, student_outputs, teacher_outputs, training=True
-    )
-    return loss, terms, student_outputs
+        return self.distiller._forward_loss(x, y, sample_weight, teacher_outputs, training=True)
 
 
 def _distributed():
@@ -68,11 +60,10 @@ def _ddp_step(distiller):
     return wrapper
 
 
-def _finite_groups(groups):
+def finite_groups(groups):
     """`keras_vid.step_guard.finite_groups` in a few fused calls: the max-norm
-    of every tensor at once (`torch._foreach_norm`, as `clip_grad_norm_`
-    uses), which is NaN or Inf exactly when the tensor holds a NaN or an
-    Inf. In eager mode this is cheaper than two ops per tensor."""
+    of every tensor at once, which is NaN or Inf exactly when the tensor holds
+    a NaN or an Inf. In eager mode this is cheaper than two ops per tensor."""
     tensors, sizes = [], []
     for group in groups:
         values = [ops.convert_to_tensor(v).detach() for v in step_guard.float_tensors(group)]
@@ -80,7 +71,7 @@ def _finite_groups(groups):
         sizes.append(len(values))
     if not tensors:
         return torch.ones(len(groups), dtype=torch.bool)
-    finite = torch.isfinite(torch.stack(torch._foreach_norm(tensors, float("inf"))))
+    finite = torch.isfinite(compat.torch_max_norms(tensors))
     checks, start = [], 0
     for size in sizes:
         checks.append(finite[start : start + size].all())
@@ -88,53 +79,46 @@ def _finite_groups(groups):
     return torch.stack(checks)
 
 
-def _agree(flags, ok):
-    """Every process's flags raised on any process, and whether all are clear."""
-    if not _distributed():
-        return flags, ok
+def _sum_over_processes(flags):
     total = flags.to(torch.int32).clone()
     torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
-    flags = (total > 0).to(torch.int32)
-    return flags, torch.logical_not(torch.any(flags > 0))
+    return total
 
 
 def train_step(distiller, data):
     x, y, sample_weight = unpack_x_y_sample_weight(data)
+    guard, optimizer = distiller.step_guard, distiller.optimizer
     with torch.no_grad():
-        teacher_outputs = distiller.teacher_extractor(x, training=False)
-    state_variables = distiller.step_state_variables
-    saved_state = [v.value.detach().clone() for v in state_variables]
+        teacher_outputs = distiller._teacher_features(x)
+        saved = guard.snapshot()
     distiller.zero_grad()
     ddp = _ddp_step(distiller)
     if ddp is None:
-        loss, terms, student_outputs = _student_step(
-            distiller, x, y, sample_weight, teacher_outputs
+        loss, student_outputs, labels_ok = distiller._forward_loss(
+            x, y, sample_weight, teacher_outputs, training=True
         )
     else:
-        loss, terms, student_outputs = ddp(x, y, sample_weight, teacher_outputs)
-    distiller.optimizer.scale_loss(loss).backward()
+        loss, student_outputs, labels_ok = ddp(x, y, sample_weight, teacher_outputs)
+    optimizer.scale_loss(loss).backward()
     variables = distiller.trainable_variables[:]
     gradients = [v.value.grad for v in variables]
     with torch.no_grad():
-        flags, ok = distiller.step_flags(
-            x, y, teacher_outputs, student_outputs, loss, gradients, check_finite=_finite_groups
-        )
-        flags, ok = _agree(flags, ok)
+        flags, ok = guard.check(x, teacher_outputs, labels_ok, loss, gradients, optimizer)
+        if _distributed():
+            flags, ok = guard.agree(flags, _sum_over_processes)
         if bool(ok):
-            distiller.optimizer.apply(gradients, variables)
+            optimizer.apply(gradients, variables)
         else:
-            for variable, value in zip(state_variables, saved_state):
-                variable.assign(value)
-        distiller.record_step(flags, ok)
-    return distiller.log_step(x, y, sample_weight, student_outputs, loss, terms)
+            guard.restore(saved)
+        guard.record(flags, ok, optimizer.iterations)
+    return distiller._log_step(x, y, sample_weight, student_outputs, loss)
 
 
 def test_step(distiller, data):
     x, y, sample_weight = unpack_x_y_sample_weight(data)
     with torch.no_grad():
-        teacher_outputs = distiller.teacher_extractor(x, training=False)
-        student_outputs = distiller.student_extractor(x, training=False)
-        loss, terms = distiller.distillation_losses(
-            x, y, sample_weight, student_outputs, teacher_outputs, training=False
+        teacher_outputs = distiller._teacher_features(x)
+        loss, student_outputs, _ = distiller._forward_loss(
+            x, y, sample_weight, teacher_outputs, training=False
         )
-    return distiller.log_step(x, y, sample_weight, student_outputs, loss, terms)
+    return distiller._log_step(x, y, sample_weight, student_outputs, loss)

@@ -6,7 +6,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_vid.callbacks._state import sync_model_state
+from keras_vid.compat import sync_trainer_state
 from keras_vid.step_guard import describe
 
 ACTIONS = ("warn", "stop", "raise")
@@ -47,7 +47,7 @@ class NonFiniteMonitor(keras.callbacks.Callback):
 
     ```python
     distiller.fit(ds, epochs=10, callbacks=[keras_vid.callbacks.NonFiniteMonitor("stop")])
-    print(int(distiller.skipped_steps.numpy()))
+    print(int(distiller.step_guard.skipped_steps.numpy()))
     ```
     """
 
@@ -68,7 +68,7 @@ class NonFiniteMonitor(keras.callbacks.Callback):
         return self.action == "warn"
 
     def _skipped(self):
-        return int(keras.ops.convert_to_numpy(self.model.skipped_steps.value))
+        return int(keras.ops.convert_to_numpy(self.model.step_guard.skipped_steps.value))
 
     def on_train_begin(self, logs=None):
         self._seen = self._skipped()
@@ -91,7 +91,7 @@ class NonFiniteMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.action != "warn" and self._first_bad_batch is not None:
             return  # reported as it happened
-        sync_model_state(self.model)
+        sync_trainer_state(self.model)
         if self._skipped() > self._epoch_start or self._first_bad_batch is not None:
             where = f"in epoch {epoch + 1}"
             if self._first_bad_batch is not None:
@@ -100,11 +100,11 @@ class NonFiniteMonitor(keras.callbacks.Callback):
             self._report(where)
 
     def _report(self, where):
-        sync_model_state(self.model)
+        sync_trainer_state(self.model)
         count = self._skipped()
         new = count - self._epoch_start
-        flags = keras.ops.convert_to_numpy(self.model.last_skip_flags.value)
-        step = int(keras.ops.convert_to_numpy(self.model.last_skipped_step.value))
+        flags = keras.ops.convert_to_numpy(self.model.step_guard.last_skip_flags.value)
+        step = int(keras.ops.convert_to_numpy(self.model.step_guard.last_skipped_step.value))
         if new == 0:
             message = (
                 f"{self.model.name}: the loss turned non-finite {where}, but no step "

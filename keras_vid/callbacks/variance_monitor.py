@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from keras_vid.callbacks._state import sync_model_state
+from keras_vid.compat import sync_trainer_state
 
 STATISTICS = ("min", "median", "max")
 
@@ -68,7 +68,7 @@ class VarianceMonitor(keras.callbacks.Callback):
 
     def statistics(self):
         """The current `{"sigma2_<stat>_<k>": value}` of every monitored pair."""
-        sync_model_state(self.model)
+        sync_trainer_state(self.model)
         values = {}
         for k, head in self.monitored():
             variance = np.asarray(keras.ops.convert_to_numpy(head.variance), dtype="float64")

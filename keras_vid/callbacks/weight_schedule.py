@@ -7,20 +7,10 @@ import warnings
 import keras
 import numpy as np
 
-from keras_vid.callbacks._state import sync_model_state
+from keras_vid.arguments import non_negative
+from keras_vid.compat import sync_trainer_state
 
 KINDS = ("constant", "linear", "cosine")
-
-
-def _check_value(value, argument, context=""):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(f"`{argument}`{context} must be a finite number ≥ 0. Received: {value!r}")
-    return float(value)
 
 
 class EpochSchedule:
@@ -56,9 +46,9 @@ class EpochSchedule:
         if kind not in KINDS:
             raise ValueError(f"`kind` must be one of {KINDS}. Received: kind={kind!r}")
         self.kind = kind
-        self.start = _check_value(start, "start")
+        self.start = non_negative(start, "start")
         if kind == "constant":
-            self.end = self.start if end is None else _check_value(end, "end")
+            self.end = self.start if end is None else non_negative(end, "end")
             if end is not None and self.end != self.start:
                 raise ValueError(
                     f"A constant schedule has one value: `end` ({end!r}) must be None or "
@@ -68,7 +58,7 @@ class EpochSchedule:
             return
         if end is None:
             raise ValueError(f"A {kind!r} schedule needs `end`. Received: end=None")
-        self.end = _check_value(end, "end")
+        self.end = non_negative(end, "end")
         if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
             raise ValueError(
                 f"`epochs` must be a positive integer for a {kind!r} schedule. "
@@ -97,7 +87,7 @@ def _as_schedule(value, argument):
     """A float or a callable epoch → value; floats are checked now."""
     if callable(value):
         return value
-    return EpochSchedule("constant", _check_value(value, argument))
+    return EpochSchedule("constant", non_negative(value, argument))
 
 
 class WeightSchedule(keras.callbacks.Callback):
@@ -171,7 +161,7 @@ class WeightSchedule(keras.callbacks.Callback):
                 f"`vid_weight` has {len(self._vid)} entries but the distiller has "
                 f"{num_pairs} pairs: pass one value or schedule for all pairs, or one per pair."
             )
-        compiled = getattr(self.model, "_vid_compile_args", {}).get("kd_weight")
+        compiled = self.model.distillation_config.get("kd_weight")
         if self._kd is not None and compiled == 0:
             warnings.warn(
                 "WeightSchedule: the distiller was compiled with kd_weight=0, so the KD "
@@ -188,16 +178,16 @@ class WeightSchedule(keras.callbacks.Callback):
             schedules = self._vid if self._vid_per_pair else [self._vid] * num_pairs
             for k, schedule in enumerate(schedules):
                 name = f"vid_weight[{k}]" if self._vid_per_pair else "vid_weight"
-                values[f"vid_weight_{k}"] = _check_value(
+                values[f"vid_weight_{k}"] = non_negative(
                     schedule(epoch), name, f" at epoch {epoch}"
                 )
         if self._kd is not None:
-            values["kd_weight"] = _check_value(self._kd(epoch), "kd_weight", f" at epoch {epoch}")
+            values["kd_weight"] = non_negative(self._kd(epoch), "kd_weight", f" at epoch {epoch}")
         return values
 
     def on_epoch_begin(self, epoch, logs=None):
         values = self.values(epoch)
-        sync_model_state(self.model)  # assign onto the current state (JAX)
+        sync_trainer_state(self.model)  # assign onto the current state (JAX)
         if self._vid is not None:
             lambdas = [values[f"vid_weight_{k}"] for k in range(self._num_pairs())]
             self.model.vid_weights.assign(np.asarray(lambdas, dtype="float32"))

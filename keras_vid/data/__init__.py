@@ -1,4 +1,8 @@
-"""Datasets for the experiments: sources read into memory, tf.data pipelines out."""
+"""Datasets for the experiments: sources read into memory, tf.data pipelines out.
+
+Needs TensorFlow and tensorflow-datasets (`pip install keras-vid[experiments]`);
+the core of `keras_vid` never imports this package.
+"""
 
 from keras_vid.data.pipeline import augment, channel_stats, make_dataset, subsample_per_class
 from keras_vid.data.sources import (

@@ -1,7 +1,8 @@
 """The paper's reduced-data experiment: recipes, the runner and its command line.
 
-This package (with `keras_vid.data`) may import TensorFlow: its inputs are
-tf.data pipelines, which Keras feeds to any backend.
+This package (with `keras_vid.data`) imports TensorFlow: its inputs are
+tf.data pipelines, which Keras feeds to any backend. Install it with
+`pip install keras-vid[experiments]`; the core of `keras_vid` never imports it.
 """
 
 from keras_vid.experiments.architectures import Architecture, parse_architecture

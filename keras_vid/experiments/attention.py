@@ -3,9 +3,11 @@
 import keras
 from keras import ops
 
+from keras_vid.pair_loss import PairLoss
+
 
 @keras.saving.register_keras_serializable(package="keras_vid")
-class AttentionTransferHead(keras.layers.Layer):
+class AttentionTransferHead(PairLoss):
     """Activation-based attention transfer loss of one (student, teacher) map pair.
 
     The attention map of a feature map is the mean over channels of its
