@@ -15,3 +15,59 @@ def non_negative(value, argument, context=""):
     ):
         raise ValueError(f"`{argument}`{context} must be a finite number ≥ 0. Received: {value!r}")
     return float(value)
+
+
+def normalize_pairs(pairs):
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, (list, tuple)):
+        raise ValueError(
+            "`pairs` must be a list of (student_layer_name, teacher_layer_name) tuples. "
+            f"Received: pairs={pairs!r}"
+        )
+    normalized = []
+    for pair in pairs:
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(
+                "Each entry of `pairs` must be a (student_layer_name, teacher_layer_name) "
+                f"tuple. Received: {pair!r}"
+            )
+        pair = (pair[0], pair[1])
+        if pair in normalized:
+            raise ValueError(f"The pair {pair} appears twice in `pairs`.")
+        normalized.append(pair)
+    return normalized
+
+
+def normalize_head_options(head_options, num_pairs, known):
+    if head_options is None:
+        return [{} for _ in range(num_pairs)]
+    if isinstance(head_options, dict):
+        options = [dict(head_options) for _ in range(num_pairs)]
+    elif isinstance(head_options, (list, tuple)):
+        if len(head_options) != num_pairs:
+            raise ValueError(
+                f"`head_options` has {len(head_options)} entries but there are "
+                f"{num_pairs} pairs: pass one dict for all pairs or one per pair."
+            )
+        options = [dict(o or {}) for o in head_options]
+    else:
+        raise ValueError(
+            f"`head_options` must be a dict or a list of dicts. Received: {head_options!r}"
+        )
+    for index, option in enumerate(options):
+        unknown = sorted(set(option) - set(known))
+        if unknown:
+            raise ValueError(
+                f"Unknown head option(s) {unknown} for pair {index}; "
+                f"valid options are {list(known)}."
+            )
+    return options
+
+
+def check_not_empty(x, method):
+    """Arrays with no examples fail differently on each backend; fail clearly."""
+    shape = getattr(x, "shape", None)
+    if shape is not None and len(shape) > 0 and shape[0] == 0:
+        raise ValueError(
+            f"`{method}()` received an input with 0 examples (shape {tuple(shape)}): "
+            "there is nothing to train or evaluate on."
+        )

@@ -10,7 +10,12 @@ from keras.saving import deserialize_keras_object, serialize_keras_object
 
 from keras_vid import backend as vid_backend
 from keras_vid import compat
-from keras_vid.arguments import non_negative
+from keras_vid.arguments import (
+    check_not_empty,
+    non_negative,
+    normalize_head_options,
+    normalize_pairs,
+)
 from keras_vid.features import (
     LOGITS,
     check_same_inputs,
@@ -40,62 +45,6 @@ class _StepFeatures:
 
     features = None
     labels_ok = None
-
-
-def _normalize_pairs(pairs):
-    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, (list, tuple)):
-        raise ValueError(
-            "`pairs` must be a list of (student_layer_name, teacher_layer_name) tuples. "
-            f"Received: pairs={pairs!r}"
-        )
-    normalized = []
-    for pair in pairs:
-        if isinstance(pair, (str, bytes)) or not isinstance(pair, (list, tuple)) or len(pair) != 2:
-            raise ValueError(
-                "Each entry of `pairs` must be a (student_layer_name, teacher_layer_name) "
-                f"tuple. Received: {pair!r}"
-            )
-        pair = (pair[0], pair[1])
-        if pair in normalized:
-            raise ValueError(f"The pair {pair} appears twice in `pairs`.")
-        normalized.append(pair)
-    return normalized
-
-
-def _normalize_head_options(head_options, num_pairs):
-    if head_options is None:
-        return [{} for _ in range(num_pairs)]
-    if isinstance(head_options, dict):
-        options = [dict(head_options) for _ in range(num_pairs)]
-    elif isinstance(head_options, (list, tuple)):
-        if len(head_options) != num_pairs:
-            raise ValueError(
-                f"`head_options` has {len(head_options)} entries but there are "
-                f"{num_pairs} pairs: pass one dict for all pairs or one per pair."
-            )
-        options = [dict(o or {}) for o in head_options]
-    else:
-        raise ValueError(
-            f"`head_options` must be a dict or a list of dicts. Received: {head_options!r}"
-        )
-    for index, option in enumerate(options):
-        unknown = sorted(set(option) - set(HEAD_OPTIONS))
-        if unknown:
-            raise ValueError(
-                f"Unknown head option(s) {unknown} for pair {index}; "
-                f"valid options are {list(HEAD_OPTIONS)}."
-            )
-    return options
-
-
-def _check_not_empty(x, method):
-    """Arrays with no examples fail differently on each backend; fail clearly."""
-    shape = getattr(x, "shape", None)
-    if shape is not None and len(shape) > 0 and shape[0] == 0:
-        raise ValueError(
-            f"`{method}()` received an input with 0 examples (shape {tuple(shape)}): "
-            "there is nothing to train or evaluate on."
-        )
 
 
 @keras.saving.register_keras_serializable(package="keras_vid")
@@ -168,8 +117,8 @@ class VIDDistiller(keras.Model):
             raise ValueError("The teacher and the student must be different models.")
         check_same_inputs(teacher, student)
         pairs = resolve_pairs(teacher, student, pairs)  # "auto": stage ends matched
-        pairs = _normalize_pairs(pairs)
-        options = _normalize_head_options(head_options, len(pairs))
+        pairs = normalize_pairs(pairs)
+        options = normalize_head_options(head_options, len(pairs), HEAD_OPTIONS)
         if heads is not None:
             if head_options is not None:
                 raise ValueError("Pass either `head_options` or `heads`, not both.")
@@ -491,7 +440,7 @@ class VIDDistiller(keras.Model):
 
         arguments = _FIT_SIGNATURE.bind(self, *args, **kwargs).arguments
         x, y = arguments.get("x"), arguments.get("y")
-        _check_not_empty(x, "fit")
+        check_not_empty(x, "fit")
         self.step_guard.check_label_array(y, "fit")
         callbacks = arguments.get("callbacks")
         if callbacks is None or isinstance(callbacks, (list, tuple)):
@@ -504,7 +453,7 @@ class VIDDistiller(keras.Model):
         return super().fit(**arguments, **extra)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        _check_not_empty(x, "evaluate")
+        check_not_empty(x, "evaluate")
         self.step_guard.check_label_array(y, "evaluate")
         return super().evaluate(x, y, *args, **kwargs)
 

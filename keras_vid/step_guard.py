@@ -80,6 +80,15 @@ class StepGuard(keras.layers.Layer):
             (`None`: labels are not checked).
         state_variables: a callable returning the non-trainable variables a
             forward pass may change (BatchNorm statistics, seed states).
+
+    Example:
+
+    ```python
+    distiller.fit(x, y)
+    guard = distiller.step_guard
+    if int(keras.ops.convert_to_numpy(guard.skipped_steps)):
+        print(keras_vid.step_guard.describe(distiller.pairs, guard.last_skip_flags.numpy()))
+    ```
     """
 
     def __init__(self, pairs, classes=None, state_variables=None, **kwargs):
