@@ -168,8 +168,9 @@ def test_fit_finds_callbacks_passed_positionally():
 
 @pytest.mark.skipif(BACKEND == "tensorflow", reason="about the JAX and PyTorch backends")
 def test_core_trains_without_importing_tensorflow(tmp_path):
-    """`import keras_vid` and training on NumPy arrays and a PyDataset never load
-    TensorFlow (the core does not need it; the experiments extra does)."""
+    """`import keras_vid` and training on NumPy arrays, a PyDataset and (PyTorch)
+    a torch DataLoader never load TensorFlow (the core does not need it; the
+    experiments extra does)."""
     import subprocess
     import sys
 
@@ -199,6 +200,11 @@ rng = np.random.default_rng(0)
 d.fit(rng.random((8, 6)).astype("float32"), rng.integers(0, 3, size=8), epochs=1, verbose=0)
 d.fit(Batches(), epochs=1, verbose=0)
 d.evaluate(Batches(), verbose=0)
+if keras.backend.backend() == "torch":
+    import torch
+    data = torch.utils.data.TensorDataset(
+        torch.rand(8, 6), torch.randint(0, 3, (8,)))
+    d.fit(torch.utils.data.DataLoader(data, batch_size=4), epochs=1, verbose=0)
 loaded = [m for m in sys.modules if m == "tensorflow" or m.startswith("tensorflow.")]
 assert not loaded, loaded[:5]
 print("ok")

@@ -6,9 +6,8 @@ differs:
 
 - `student`: the student alone on the task loss (plain `student.fit`; no
   teacher forward pass is needed, so none is paid for).
-- `kd`: Hinton's KD at temperature T on the logits. `VIDDistiller` needs a
-  pair, so it carries one logits → logits `VIDHead` with weight 0 (its term
-  is computed and multiplied by 0, which leaves the student untouched).
+- `kd`: Hinton's KD at temperature T on the logits: a `VIDDistiller`
+  without layer pairs (`pairs=[]`).
 - `fitnet`: the VID-I regressors with σ fixed at 1 (`learn_variance=False`,
   `init_variance=1`), i.e. half the MSE: the paper's special case.
 - `at`: attention transfer on the same stage pairs (`AttentionTransferHead`,
@@ -112,12 +111,10 @@ def build_method(method, teacher, student, teacher_arch, student_arch, config=No
     config = config or MethodConfig()
     if method == "student":
         return student, {}
-    logits_pair = [(student_arch.logits, teacher_arch.logits)]
     kd = {"kd_weight": config.kd_weight, "temperature": config.temperature}
     task = {"task_weight": config.task_weight}
     if method == "kd":
-        distiller = VIDDistiller(teacher, student, pairs=logits_pair)
-        return distiller, {"vid_weight": 0.0, **kd}
+        return VIDDistiller(teacher, student, pairs=[]), kd
     if method == "vid-lp":
         pairs = [(student_arch.penultimate, teacher_arch.logits)]
         options = config.head_options(hidden_width=None, depth=None)
