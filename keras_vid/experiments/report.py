@@ -2,6 +2,7 @@
 
 import json
 import os
+import textwrap
 
 import numpy as np
 
@@ -114,7 +115,7 @@ def plot_seeds(path, runs, methods, teacher=None, title=None):
         values = [run_accuracy(r) for r in runs if r["method"] == method]
         axis.bar(index, np.mean(values), width=0.6, alpha=0.35)
         axis.scatter([index] * len(values), values, color="black", s=14, zorder=3)
-        axis.text(index, np.mean(values) + 0.4, f"{np.mean(values):.1f}", ha="center")
+        axis.text(index, max(values) + 0.8, f"{np.mean(values):.1f}", ha="center")
     if teacher:
         _teacher_line(axis, teacher)
         axis.legend(loc="lower right", fontsize="small")
@@ -124,7 +125,7 @@ def plot_seeds(path, runs, methods, teacher=None, title=None):
     size = _label(runs[0]["per_class"])
     axis.set_ylabel(f"{scored_split(runs)} accuracy (%), {size} images / class")
     if title:
-        axis.set_title(title)
+        axis.set_title(textwrap.fill(title, 70), fontsize="medium")
     axis.grid(True, axis="y", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -158,7 +159,7 @@ def plot_accuracy(path, runs, methods, teacher=None, title=None):
     axis.set_xlabel("training images per class")
     axis.set_ylabel(f"{scored_split(runs)} accuracy (%)")
     if title:
-        axis.set_title(title)
+        axis.set_title(textwrap.fill(title, 70), fontsize="medium")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
     figure.tight_layout()
