@@ -1,6 +1,6 @@
 """The CIFAR-10 experiment of `results/cifar10/README.md` as shell commands.
 
-    python results/cifar10/jobs.py validation > jobs.txt   # or: test
+    python results/cifar10/jobs.py validation > jobs.txt   # or: ablation, test
     xargs -P 2 -d '\\n' -I{} bash -c {} < jobs.txt
 
 Each command is `python -m keras_vid.experiments` on one setting and one
@@ -49,17 +49,44 @@ TEST = [
     ("fitnet", REFS),
     ("vid-i", "--min-variance 0.001 " + FAST_SIGMA),
     ("vid-i (PyTorch references)", REFS),
+    ("kd", ""),  # T = 4, weight 1 (the CLI's defaults)
+    ("at", ""),  # β = 1000 per pair (Zagoruyko & Komodakis)
+]
+# The ablation around the chosen VID-I setting (validation split, 1 600 steps
+# unless the label says otherwise, 2 seeds): one ingredient changed per row.
+CHOSEN = "--min-variance 0.001 " + FAST_SIGMA
+ABLATION = [
+    ("chosen", "vid-i", CHOSEN, 200),
+    ("kd", "kd", "", 200),
+    ("kd + chosen vid-i", "kd+vid-i", CHOSEN, 200),
+    ("BN after the hidden layers of mu", "vid-i", CHOSEN + " --head-batch-norm hidden", 200),
+    ("extra pair at the first conv", "vid-i", CHOSEN + " --stages 1,2,3,4", 200),
+    ("mu width 2C", "vid-i", CHOSEN + " --hidden-width 2x", 200),
+    ("VID weight 10", "vid-i", CHOSEN + " --vid-weight 10", 200),
+    ("BN after every layer of mu", "vid-i", CHOSEN + " --head-batch-norm all", 200),
+    ("chosen, 800 steps", "vid-i", CHOSEN, 100),
+    ("student, 800 steps", "student", "", 100),
 ]
 
 
 def slug(label):
-    return "".join(c if c.isalnum() else "_" for c in label).strip("_")
+    return "-".join("".join(c if c.isalnum() else " " for c in label.lower()).split())
 
 
 def validation():
     for label, method, flags, epochs, seeds in VALIDATION:
         for seed in seeds:
             out = f"runs/val{epochs * 8}/{slug(label)}/s{seed}"
+            yield (
+                f"mkdir -p {out} && {COMMON} --score-on validation --methods {method} "
+                f"--epochs {epochs} --seeds {seed} {flags} --output-dir {out} > {out}.log 2>&1"
+            )
+
+
+def ablation(seeds=(0, 1)):
+    for label, method, flags, epochs in ABLATION:
+        for seed in seeds:
+            out = f"runs/ablation/{slug(label)}/s{seed}"
             yield (
                 f"mkdir -p {out} && {COMMON} --score-on validation --methods {method} "
                 f"--epochs {epochs} --seeds {seed} {flags} --output-dir {out} > {out}.log 2>&1"
@@ -78,5 +105,5 @@ def test(seeds=(0, 1, 2)):
 
 
 if __name__ == "__main__":
-    for line in {"validation": validation, "test": test}[sys.argv[1]]():
+    for line in {"validation": validation, "ablation": ablation, "test": test}[sys.argv[1]]():
         print(line)
