@@ -1,11 +1,16 @@
 """Every use of a private Keras, TensorFlow or PyTorch API, one function each.
 
+TensorFlow and PyTorch are imported inside the one function that needs each
+(called only by that backend's trainer), so importing this module loads
+neither.
+
 keras_vid needs a few internals that no public API offers. They are read
 here and nowhere else, so a Keras upgrade that moves one breaks one
 function, and `tests/test_compat.py` (one test per function) says which.
 """
 
 import keras
+from keras.src.losses import loss as keras_loss
 
 
 def optimizer_variable_key(optimizer, variable):
@@ -42,16 +47,12 @@ def aggregate_additional_loss(model, loss):
 
 def scale_loss_for_distribution(value):
     """`value / replicas in sync` under a `tf.distribute` strategy, else `value`."""
-    from keras.src.losses.loss import scale_loss_for_distribution as scale
-
-    return scale(value)
+    return keras_loss.scale_loss_for_distribution(value)
 
 
 def unscale_loss_for_distribution(value):
     """The inverse of `scale_loss_for_distribution`."""
-    from keras.src.losses.loss import unscale_loss_for_distribution as unscale
-
-    return unscale(value)
+    return keras_loss.unscale_loss_for_distribution(value)
 
 
 def sequential_graph(model):
