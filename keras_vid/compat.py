@@ -39,6 +39,12 @@ def loss_tracker(model):
     return model._loss_tracker
 
 
+def compiled_metrics(model):
+    """The `CompileMetrics` holding the metrics passed to `compile()`
+    (`_compile_metrics`; `None` before `compile` or without metrics)."""
+    return getattr(model, "_compile_metrics", None)
+
+
 def aggregate_additional_loss(model, loss):
     """A loss from `model.losses` as Keras adds it to the total
     (`_aggregate_additional_loss`: on TensorFlow, divided by the replicas)."""

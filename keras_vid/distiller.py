@@ -1,5 +1,6 @@
 """`VIDDistiller`: a `keras.Model` that trains a student with VID heads."""
 
+import contextlib
 import inspect
 import numbers
 import warnings
@@ -18,11 +19,14 @@ from keras_vid.arguments import (
 )
 from keras_vid.features import (
     LOGITS,
+    check_no_shared_layers,
     check_same_inputs,
     check_symbolic_model,
     feature_extractor,
+    final_softmax,
     find_layer,
     layer_output,
+    log_probabilities,
     pair_key,
 )
 from keras_vid.losses import softened_kl, weighted_batch_mean
@@ -37,6 +41,48 @@ HEAD_OPTIONS = tuple(
     if name != "self" and parameter.kind is parameter.POSITIONAL_OR_KEYWORD
 )
 _FIT_SIGNATURE = inspect.signature(keras.Model.fit)
+
+
+_NO_BATCHES = (
+    "`{method}()` received an empty dataset: it yielded no batch, so there is nothing "
+    "to train or evaluate on. Check the data split or the dataset's filters."
+)
+
+
+@contextlib.contextmanager
+def no_batches_error(method):
+    """An empty dataset of unknown length ends JAX's loop with a bare
+    `StopIteration`: say what it means."""
+    try:
+        yield
+    except StopIteration:
+        raise ValueError(_NO_BATCHES.format(method=method)) from None
+
+
+def _is_sparse_loss(loss):
+    """Whether `loss` takes integer class labels (sparse categorical
+    cross-entropy, as an object, a function or its name)."""
+    name = getattr(loss, "name", None) or getattr(loss, "__name__", None) or loss
+    return isinstance(loss, keras.losses.SparseCategoricalCrossentropy) or (
+        isinstance(name, str) and "sparse_categorical" in name
+    )
+
+
+def _check_head_output(head, index, pair, student, teacher):
+    """A pair loss must return one value per example; `(batch, 1)` would
+    broadcast against the sample weights and weigh the term wrongly."""
+    try:
+        spec = head.compute_output_spec(student, teacher)
+    except Exception:  # noqa: BLE001 - a head that cannot be traced is checked at run time
+        return
+    shape = tuple(getattr(spec, "shape", ()))
+    if len(shape) != 1:
+        raise ValueError(
+            f"Pair {index} {pair}: the head '{head.name}' ({type(head).__name__}) returns "
+            f"shape {shape}; a pair loss must return the per-example loss, shape (batch,). "
+            "Reduce every other axis in its `call` (e.g. `ops.mean(..., axis=...)` without "
+            "keepdims)."
+        )
 
 
 class _StepFeatures:
@@ -116,6 +162,7 @@ class VIDDistiller(keras.Model):
         if teacher is student:
             raise ValueError("The teacher and the student must be different models.")
         check_same_inputs(teacher, student)
+        check_no_shared_layers(teacher, student)
         pairs = resolve_pairs(teacher, student, pairs)  # "auto": stage ends matched
         pairs = normalize_pairs(pairs)
         options = normalize_head_options(head_options, len(pairs), HEAD_OPTIONS)
@@ -151,14 +198,30 @@ class VIDDistiller(keras.Model):
                     head.build(s_out.shape, t_out.shape)
             except ValueError as error:
                 raise ValueError(f"Pair {index} {(s_name, t_name)}: {error}") from None
+            if heads is not None:
+                _check_head_output(head, index, (s_name, t_name), s_out, t_out)
             built_heads.append(head)
         self.heads = built_heads
         self.student_extractor = feature_extractor(
             student, student_features, f"{student.name}_vid_features"
         )
+        teacher_softmax = final_softmax(teacher)
+        if teacher_softmax is not None:
+            warnings.warn(
+                f"The teacher '{teacher.name}' ends in a softmax (layer "
+                f"'{teacher_softmax}'): {self.name} uses its log-probabilities as the "
+                "teacher's logits (the same softmax at every temperature) for KD and "
+                "for pairs on that layer. Build the teacher without it (e.g. "
+                "`classifier_activation=None`) to silence this.",
+                stacklevel=2,
+            )
         self.teacher_extractor = feature_extractor(
-            teacher, teacher_features, f"{teacher.name}_vid_features"
+            teacher,
+            teacher_features,
+            f"{teacher.name}_vid_features",
+            softmax_output=teacher_softmax is not None,
         )
+        self._student_softmax = final_softmax(student)
 
         self.vid_weights = self.add_weight(
             name="vid_weights", shape=(len(pairs),), initializer="ones", trainable=False
@@ -182,6 +245,7 @@ class VIDDistiller(keras.Model):
         self.kd_loss_tracker = keras.metrics.Mean(name="kd_loss")
         self.temperature = 4.0
         self._vid_compile_args = {}
+        self._vid_jit_compile = "auto"
         self._vid_use_task_loss = True
         self._step = _StepFeatures()
         self.built = True
@@ -241,7 +305,28 @@ class VIDDistiller(keras.Model):
                 "through the KD term: pass `kd_weight` > 0 to `compile()`. Received: "
                 "kd_weight=0."
             )
+        if kd_weight > 0:
+            t_classes = self.teacher.outputs[0].shape[-1]
+            s_classes = self.student.outputs[0].shape[-1]
+            if t_classes != s_classes:
+                raise ValueError(
+                    f"KD compares the teacher's and the student's logits, but the teacher "
+                    f"'{self.teacher.name}' has {t_classes} output classes and the student "
+                    f"'{self.student.name}' {s_classes}. Received: kd_weight={kd_weight}. "
+                    "Use kd_weight=0 (VID pairs need no equal class counts) or give both "
+                    "models the same classes."
+                )
+        if self._student_softmax is not None and getattr(loss, "from_logits", False):
+            raise ValueError(
+                f"The student '{self.student.name}' ends in a softmax (layer "
+                f"'{self._student_softmax}'), so it outputs probabilities, but the loss "
+                f"{type(loss).__name__} was built with from_logits=True. Build the student "
+                "without the softmax (its last layer with activation=None), or pass "
+                "from_logits=False."
+            )
+        self.step_guard.sparse_labels = _is_sparse_loss(loss)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        self._vid_jit_compile = kwargs.get("jit_compile", "auto")
         self.vid_weights.assign(vid_weights)
         self.kd_weight.assign(kd_weight)
         self.task_weight.assign(task_weight)
@@ -281,6 +366,9 @@ class VIDDistiller(keras.Model):
         config = super().get_compile_config()
         if config is not None:
             config.update(self._vid_compile_args)
+            # What the user asked for, not what this backend resolved "auto" to
+            # (JAX resolves it to True, which would turn torch.compile on).
+            config["jit_compile"] = self._vid_jit_compile
         return config
 
     def compile_from_config(self, config):
@@ -359,8 +447,10 @@ class VIDDistiller(keras.Model):
             tracker.update_state(vid, sample_weight=batch_size)
             distillation = distillation + ops.cast(self.vid_weights[index], "float32") * vid
         if self._logs_kd:
+            student_logits = log_probabilities(logits) if self._student_softmax else logits
             kd = weighted_batch_mean(
-                softened_kl(teacher_outputs[LOGITS], logits, self.temperature), sample_weight
+                softened_kl(teacher_outputs[LOGITS], student_logits, self.temperature),
+                sample_weight,
             )
             self.kd_loss_tracker.update_state(kd, sample_weight=batch_size)
             distillation = distillation + ops.cast(self.kd_weight, "float32") * kd
@@ -421,13 +511,17 @@ class VIDDistiller(keras.Model):
         Without labels the compiled metrics are left out of the logs."""
         if y is not None:
             return super().compute_metrics(x, y, y_pred, sample_weight)
-        return self.get_metrics_result()
+        return self.get_metrics_result(labelled=False)
 
-    def get_metrics_result(self):
+    def get_metrics_result(self, labelled=True):
         """As `keras.Model`'s, leaving out compiled metrics that were never
-        built (training on unlabeled data)."""
+        built, and with `labelled=False` (a step without labels) every
+        compiled metric, whose value would be stale."""
         logs = {}
+        compiled = compat.compiled_metrics(self)
         for metric in self.metrics:
+            if not labelled and metric is compiled:
+                continue
             if getattr(metric, "built", True):
                 result = metric.result()
                 logs.update(result if isinstance(result, dict) else {metric.name: result})
@@ -442,6 +536,7 @@ class VIDDistiller(keras.Model):
         x, y = arguments.get("x"), arguments.get("y")
         check_not_empty(x, "fit")
         self.step_guard.check_label_array(y, "fit")
+        self.step_guard.check_dataset_labels(x, "fit")
         callbacks = arguments.get("callbacks")
         if callbacks is None or isinstance(callbacks, (list, tuple)):
             callbacks = list(callbacks or [])
@@ -450,12 +545,18 @@ class VIDDistiller(keras.Model):
             arguments["callbacks"] = callbacks
         arguments.pop("self")
         extra = arguments.pop("kwargs", {})
-        return super().fit(**arguments, **extra)
+        with no_batches_error("fit"):
+            return super().fit(**arguments, **extra)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         check_not_empty(x, "evaluate")
         self.step_guard.check_label_array(y, "evaluate")
-        return super().evaluate(x, y, *args, **kwargs)
+        self.step_guard.check_dataset_labels(x, "evaluate")
+        with no_batches_error("evaluate"):
+            logs = super().evaluate(x, y, *args, **kwargs)
+        if logs == {} or logs == []:  # TensorFlow's answer to a dataset that yielded nothing
+            raise ValueError(_NO_BATCHES.format(method="evaluate"))
+        return logs
 
     def train_step(self, *args):
         return vid_backend.train_step(self, *args)

@@ -72,10 +72,45 @@ def _layer_names(model):
     return [layer.name for layer in model.layers]
 
 
+def layer_paths(model, prefix=""):
+    """`(path, layer)` for every layer of `model`, entering functional or
+    Sequential models nested as layers (`"backbone/conv1"`)."""
+    for layer in model.layers:
+        path = f"{prefix}{layer.name}"
+        yield path, layer
+        if nested_function(layer) is not None:
+            yield from layer_paths(layer, path + PATH_SEPARATOR)
+
+
+def check_no_shared_layers(teacher, student):
+    """A layer in both models would be frozen with the teacher and never
+    train in the student: refuse it, naming the layer."""
+    teacher_weights = {id(w) for w in teacher.weights}
+    shared = [
+        path
+        for path, layer in layer_paths(student)
+        if nested_function(layer) is None and any(id(w) in teacher_weights for w in layer.weights)
+    ]
+    if shared:
+        raise ValueError(
+            f"The teacher '{teacher.name}' and the student '{student.name}' share the "
+            f"layer(s) {shared}: the teacher is frozen, so a shared layer would never "
+            "train in the student. Give the student its own layers (e.g. clone the "
+            "teacher's with `keras.models.clone_model`)."
+        )
+
+
 def _missing(model, name, role, path=None):
     names = _layer_names(model)
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
     if path is None:
+        nested = [p for p, _ in layer_paths(model) if p.split(PATH_SEPARATOR)[-1] == name]
+        if nested:
+            return ValueError(
+                f"The {role} model '{model.name}' has no top-level layer named '{name}'; "
+                f"it is inside a nested model: name it by its path, {nested[0]!r}"
+                + (f" (other calls: {nested[1:]})." if len(nested) > 1 else ".")
+            )
         hint = f" Close matches: {close}." if close else f" Its layers: {names[:30]}."
         return ValueError(f"The {role} model '{model.name}' has no layer named '{name}'.{hint}")
     hint = f" Close matches at that level: {close}." if close else f" Its layers: {names[:30]}."
@@ -138,6 +173,8 @@ def layer_output(layer, model, role):
     """
     if not any(layer is own for own in model.layers):
         output = flat_graph(model).output_of(layer, role)
+    elif sum(call.layer is layer for call in flat_graph(model).calls) > 1:
+        output = flat_graph(model).output_of(layer, role)  # raises: called several times
     else:
         try:
             output = layer.output
@@ -154,7 +191,30 @@ def layer_output(layer, model, role):
     return output
 
 
-def feature_extractor(model, features, name):
+def final_softmax(model):
+    """The name of the layer that ends `model` in a softmax (a `Softmax`
+    layer, or any layer with `activation="softmax"`, as `keras.applications`
+    classifiers by default), or `None`."""
+    graph = flat_graph(model)
+    for call in reversed(graph.calls):
+        if any(output is graph.output for output in call.outputs):
+            layer = call.layer
+            activation = getattr(getattr(layer, "activation", None), "__name__", None)
+            if isinstance(layer, keras.layers.Softmax) or activation == "softmax":
+                return call.path
+            return None
+    return None
+
+
+def log_probabilities(probabilities):
+    """Logits of a softmax output: log p = z − logsumexp(z), which has the same
+    softmax at every temperature. Probabilities that underflowed to 0 become
+    log of the smallest normal float32 (about −87)."""
+    p = keras.ops.cast(probabilities, "float32")
+    return keras.ops.log(keras.ops.maximum(p, 1.1754944e-38))
+
+
+def feature_extractor(model, features, name, softmax_output=False):
     """A functional model that returns `{"logits": ..., key: feature, ...}`.
 
     One call yields the model's output and every paired feature, so the
@@ -162,13 +222,20 @@ def feature_extractor(model, features, name):
     pitfall (a bare tensor iterated over the batch on JAX and PyTorch).
     When a feature comes from a nested model (a path in `pairs`), the
     extractor is built on the model's `FlatGraph`, logits included, so the
-    nested model is not run a second time.
+    nested model is not run a second time. With `softmax_output`, the
+    model's output and any feature that is it are returned as
+    `log_probabilities` (logits for KD and VID-LP).
     """
+    output = model.outputs[0]
     graph = cached_flat_graph(model)
     if graph is not None and any(graph.owns(t) for t in features.values()):
-        outputs = {LOGITS: graph.output}
-        outputs.update({key: graph.flat(t) for key, t in features.items()})
-        return keras.Model(graph.inputs, outputs, name=name)
-    outputs = {LOGITS: model.outputs[0]}
-    outputs.update(features)
-    return keras.Model(model.inputs[0], outputs, name=name)
+        inputs, logits = graph.inputs, graph.output
+        features = {key: graph.flat(t) for key, t in features.items()}
+        output = graph.output
+    else:
+        inputs, logits = model.inputs[0], output
+    if softmax_output:
+        logits = log_probabilities(logits)
+    outputs = {LOGITS: logits}
+    outputs.update({key: logits if t is output else t for key, t in features.items()})
+    return keras.Model(inputs, outputs, name=name)

@@ -8,7 +8,7 @@ more parameters, or cost more MACs per example, than the student itself.
 
 import dataclasses
 
-from keras_vid.flops import head_macs, model_macs
+from keras_vid.flops import head_macs, model_macs, uncounted_layers
 from keras_vid.text import text_table
 
 
@@ -33,6 +33,7 @@ class HeadCostSummary:
     heads: list
     student_params: int
     student_macs: int
+    uncounted: list = dataclasses.field(default_factory=list)
 
     @property
     def total_params(self):
@@ -66,6 +67,12 @@ class HeadCostSummary:
         rows.append(("all heads", "", "", fmt(self.total_params), fmt(self.total_macs), ""))
         rows.append(("student", "", "", fmt(self.student_params), fmt(self.student_macs), ""))
         lines = [text_table(header, rows, rule_columns=len(header) - 1)]
+        if self.uncounted:
+            names = ", ".join(self.uncounted[:5]) + (", ..." if len(self.uncounted) > 5 else "")
+            lines.append(
+                f"The student's MACs leave out {len(self.uncounted)} layer(s) of unknown "
+                f"cost ({names}): heads are compared with it by parameters only."
+            )
         if self.oversized:
             lines.append(
                 f"{len(self.oversized)} head(s) cost more than the student: consider a "
@@ -77,8 +84,11 @@ class HeadCostSummary:
 def head_cost_summary(distiller, print_fn=print):
     """Parameters and forward MACs of each head of `distiller`, next to the student's.
 
-    MACs are per example for the forward pass (see `keras_vid.flops`: only
-    convolution and Dense layers count; the adaptive pooling a head uses
+    MACs are per example for the forward pass (see `keras_vid.flops`:
+    convolution, Dense, EinsumDense and attention layers count; the
+    student's layers of unknown cost, such as custom transformer blocks,
+    are listed in `uncounted` and the heads are then compared with the
+    student by parameters only; the adaptive pooling a head uses
     when the two maps differ in size, and its Gaussian NLL, count 0). A
     head is flagged when its parameters or its MACs exceed the student's.
     Custom heads (`VIDDistiller(heads=...)`) without a `regressor` get
@@ -100,6 +110,7 @@ def head_cost_summary(distiller, print_fn=print):
     """
     student_params = distiller.student.count_params()
     student_macs = model_macs(distiller.student)
+    uncounted = uncounted_layers(distiller.student)
     heads = []
     for index, (head, (s_name, t_name)) in enumerate(zip(distiller.heads, distiller.pairs)):
         params = head.count_params()
@@ -113,10 +124,10 @@ def head_cost_summary(distiller, print_fn=print):
                 params=params,
                 macs=macs,
                 bigger_than_student=params > student_params
-                or (macs is not None and macs > student_macs),
+                or (not uncounted and macs is not None and macs > student_macs),
             )
         )
-    summary = HeadCostSummary(heads, student_params, student_macs)
+    summary = HeadCostSummary(heads, student_params, student_macs, uncounted)
     if print_fn is not None:
         print_fn(str(summary))
     return summary

@@ -142,7 +142,7 @@ def model_stages(model, role="model"):
     for run in runs:
         start = _previous(cuts, run[0])
         span = range(0 if start is None else start + 1, run[-1] + 1)
-        if not any(calls[i].layer.weights for i in span):
+        if not any(getattr(calls[i].layer, "weights", None) for i in span):
             continue  # e.g. a lone pooling layer between two stages
         stages.append(
             Stage(calls[_stage_end(run, calls)].path, shape(_stage_end(run, calls)), "map")

@@ -98,6 +98,9 @@ class StepGuard(keras.layers.Layer):
 
         self.pairs = [tuple(pair) for pair in pairs]
         self.classes = classes
+        # Whether the compiled loss takes class indices (set by `compile()`):
+        # float labels are then checked to be whole numbers in range too.
+        self.sparse_labels = False
         self._state_variables = state_variables or (lambda: [])
         self._finite_groups = fused
 
@@ -118,35 +121,84 @@ class StepGuard(keras.layers.Layer):
         self.built = True
 
     def check_labels(self, y):
-        """`(y, in_range)`: integer class labels clipped into `[0, classes)`,
-        so the task loss fails on no backend (TensorFlow and PyTorch raise,
-        JAX silently reads a wrong class), and whether they already were."""
+        """`(y, ok)`: labels every backend's loss kernel accepts, and whether
+        the batch's labels were valid.
+
+        Float labels must be finite (NaN labels are replaced by 0, which
+        TensorFlow's and PyTorch's kernels accept and JAX would otherwise
+        read as class 0 silently); class indices (integer labels, or float
+        labels with a sparse loss) must be whole numbers in `[0, classes)`
+        and are clipped into it, so the loss fails on no backend."""
         ok = ops.convert_to_tensor(True)
-        if self.classes is None or y is None or isinstance(y, (dict, list, tuple)):
+        if y is None or isinstance(y, (dict, list, tuple)):
             return y, ok
-        if "int" not in keras.backend.standardize_dtype(y.dtype):
-            return y, ok
+        dtype = keras.backend.standardize_dtype(y.dtype)
+        floating = keras.backend.is_float_dtype(dtype)
+        if floating:
+            finite = ops.isfinite(y)
+            ok = ops.all(finite)
+            y = ops.where(finite, y, ops.zeros_like(y))
         sparse = len(y.shape) == 1 or (len(y.shape) == 2 and y.shape[-1] == 1)
-        if not sparse:
+        indices = "int" in dtype or (floating and self.sparse_labels)
+        if self.classes is None or not sparse or not indices:
             return y, ok
-        ok = ops.logical_and(ops.all(y >= 0), ops.all(y < self.classes))
+        in_range = ops.logical_and(ops.all(y >= 0), ops.all(y < self.classes))
+        ok = ops.logical_and(ok, in_range)
+        if floating:
+            ok = ops.logical_and(ok, ops.all(ops.equal(y, ops.floor(y))))
         return ops.clip(y, 0, self.classes - 1), ok
 
     def check_label_array(self, y, method):
-        """Integer label arrays outside the classes, checked up front (the step
-        checks tensors): a `ValueError` naming `method` and the range."""
-        if self.classes is None or y is None or not hasattr(y, "dtype"):
+        """Label arrays checked up front (the step checks tensors): a
+        `ValueError` naming `method` for string labels, class indices outside
+        the classes and float class indices that are not whole numbers."""
+        if y is None or not hasattr(y, "dtype") or isinstance(y, (dict, list, tuple)):
             return
         labels = np.asarray(y)
+        if labels.dtype.kind in "USO":
+            raise ValueError(
+                f"`{method}()` received labels of dtype {labels.dtype} (strings or "
+                f"objects, e.g. {labels.reshape(-1)[:3].tolist()}): labels must be numbers. "
+                "Map class names to integer indices first (e.g. with "
+                "`keras.layers.StringLookup(num_oov_indices=0)`)."
+            )
         sparse = labels.ndim == 1 or (labels.ndim == 2 and labels.shape[-1] == 1)
-        if not np.issubdtype(labels.dtype, np.integer) or not sparse:
+        integer = np.issubdtype(labels.dtype, np.integer)
+        floating = np.issubdtype(labels.dtype, np.floating) and self.sparse_labels
+        if self.classes is None or not sparse or not (integer or floating) or not labels.size:
             return
-        if labels.size and (labels.min() < 0 or labels.max() >= self.classes):
+        if floating:
+            finite = labels[np.isfinite(labels)]  # NaN labels: the step guard skips the batch
+            fractional = finite[finite != np.floor(finite)]
+            if fractional.size:
+                raise ValueError(
+                    f"`{method}()` received float class labels that are not whole numbers "
+                    f"(e.g. {fractional[:3].tolist()}): a sparse loss would truncate them "
+                    "to a wrong class. Pass integer class indices."
+                )
+            labels = finite
+            if not labels.size:
+                return
+        if labels.min() < 0 or labels.max() >= self.classes:
             raise ValueError(
                 f"`{method}()` received labels in [{labels.min()}, {labels.max()}], but the "
                 f"student has {self.classes} output classes: integer labels must lie in "
                 f"[0, {self.classes})."
             )
+
+    def check_dataset_labels(self, dataset, method):
+        """String labels in a `tf.data.Dataset`, refused before the first step
+        (they would fail inside the backend's tree utilities)."""
+        spec = getattr(dataset, "element_spec", None)
+        if not isinstance(spec, tuple) or len(spec) < 2:
+            return
+        for label in tree.flatten(spec[1]):
+            if getattr(getattr(label, "dtype", None), "name", None) == "string":
+                raise ValueError(
+                    f"`{method}()` received a dataset whose labels are strings "
+                    f"({label}): labels must be numbers. Map class names to integer "
+                    "indices first (e.g. with `keras.layers.StringLookup(num_oov_indices=0)`)."
+                )
 
     def snapshot(self):
         """Copies of the state a skipped step puts back (`restore`)."""
@@ -201,7 +253,10 @@ def describe(pairs, flags):
         return "no culprit was recorded"
     detail = {
         "the input batch": "the input batch contains NaN or Inf",
-        "the labels": "the labels are outside [0, number of classes)",
+        "the labels": (
+            "the labels are NaN or Inf, or class indices that are not whole numbers "
+            "in [0, number of classes)"
+        ),
         "the teacher's logits": "the teacher's logits contain NaN or Inf",
         "the loss or its gradients": "the loss or its gradients are NaN or Inf",
     }

@@ -90,3 +90,24 @@ def softened_kl(teacher_logits, student_logits, temperature):
     t = log_softmax(np.asarray(teacher_logits, "float64") / temperature)
     s = log_softmax(np.asarray(student_logits, "float64") / temperature)
     return temperature**2 * (np.exp(t) * (t - s)).sum(axis=-1)
+
+
+def softened_kl_exact(teacher_logits, student_logits, temperature, digits=60):
+    """T² · KL(softmax(t/T) ‖ softmax(s/T)) in `digits`-digit decimal arithmetic:
+    a reference that no float cancellation touches, for large temperatures."""
+    import decimal
+
+    context = decimal.Context(prec=digits)
+    T = decimal.Decimal(float(temperature))
+
+    def log_softmax(row):
+        z = [decimal.Decimal(float(v)) / T for v in row]
+        total = sum((context.exp(v) for v in z), decimal.Decimal(0))
+        return [context.subtract(v, context.ln(total)) for v in z]
+
+    out = []
+    for t_row, s_row in zip(np.asarray(teacher_logits), np.asarray(student_logits)):
+        lt, ls = log_softmax(t_row), log_softmax(s_row)
+        kl = sum((context.exp(a) * (a - b) for a, b in zip(lt, ls)), decimal.Decimal(0))
+        out.append(float(kl * T * T))
+    return np.array(out)

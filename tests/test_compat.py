@@ -104,3 +104,14 @@ def test_sync_trainer_state_is_safe_outside_fit():
     compat.sync_trainer_state(model)  # nothing to sync: must not fail
     if BACKEND == "jax":
         assert callable(model.jax_state_sync)
+
+
+def test_compiled_metrics_holds_the_compile_metrics():
+    model = dense_model()
+    assert compat.compiled_metrics(model) is None
+    model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
+    metrics = compat.compiled_metrics(model)
+    assert any(metric is metrics for metric in model.metrics)
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 2), "float32")
+    model.evaluate(x, y, verbose=0)
+    assert set(metrics.result()) == {"mae"}

@@ -230,3 +230,25 @@ def test_command_line_validation_runs_and_a_saved_teacher(tmp_path):
     with open(merged / "results.json") as file:
         assert len(json.load(file)["runs"]) == 2 * len(payload["runs"])
     assert "| vid-i |" in (merged / "results.md").read_text()
+
+
+def test_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "--epochs EPOCHS" in text and "(default: 200)" in text
+    assert "(default: wrn-16-1)" in text
+
+
+def test_epoch_log_reports_progress_per_tenth_and_at_the_end():
+    from keras_vid.experiments.runner import EpochLog
+
+    lines = []
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((8, 3), "float32"), np.zeros((8, 2), "float32")
+    model.fit(x, y, epochs=25, verbose=0, callbacks=[EpochLog("teacher cnn", 25, lines.append)])
+    assert [line.split(",")[0] for line in lines] == [
+        f"teacher cnn: epoch {e}/25" for e in (2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 25)
+    ]
+    assert all(" loss " in line and line.endswith(" s)") for line in lines)

@@ -110,3 +110,48 @@ def test_head_cost_summary_rows_and_flags():
     assert "s_pool" in table and "t_g1" in table and "> student" in table
     assert "2 head(s) cost more than the student" in table
     assert f"{SMALL_CNN_4:,}" in table
+
+
+def test_einsum_dense_and_attention_closed_forms():
+    einsum = keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, 12))
+    einsum.build((None, 7, 5))
+    assert layer_macs(einsum, (None, 7, 5), (None, 7, 12)) == 7 * 5 * 12
+    ellipsis = keras.layers.EinsumDense("...b,bc->...c", output_shape=4)
+    ellipsis.build((None, 3, 6))
+    assert layer_macs(ellipsis, (None, 3, 6), (None, 3, 4)) == 3 * 6 * 4
+    # Cross-attention: 5 queries of width 8 over 9 values of width 6, 2 heads.
+    attention = keras.layers.MultiHeadAttention(2, key_dim=3, value_dim=4)
+    q, v = keras.Input((5, 8)), keras.Input((9, 6))
+    out = attention(q, v)
+    projections = 5 * 8 * 2 * 3 + 9 * 6 * 2 * (3 + 4) + 5 * 2 * 4 * 8
+    products = 5 * 9 * 2 * (3 + 4)
+    assert layer_macs(attention, q.shape, out.shape, v.shape) == projections + products
+
+
+def test_custom_layers_with_weights_are_listed_and_heads_compared_by_params():
+    from keras_vid.flops import uncounted_layers
+
+    class Block(keras.layers.Layer):
+        def build(self, shape):
+            self.w = self.add_weight(shape=(shape[-1], shape[-1]))
+            self.gates = self.add_weight(shape=(shape[-1], 64))  # params, not in the head
+
+        def call(self, x):
+            return keras.ops.matmul(x, self.w) + keras.ops.mean(self.gates)
+
+    def model(name):
+        i = keras.Input((6, 16))
+        h = Block(name=f"{name}_block")(keras.layers.LayerNormalization()(i))
+        pooled = keras.layers.GlobalAveragePooling1D()(h)
+        return keras.Model(i, keras.layers.Dense(3)(pooled), name=name)
+
+    student = model("s")
+    assert uncounted_layers(student) == ["s_block"]
+    distiller = VIDDistiller(model("t"), student, pairs=[("s_block", "t_block")])
+    summary = head_cost_summary(distiller, print_fn=None)
+    assert summary.uncounted == ["s_block"]
+    assert "leave out 1 layer(s) of unknown cost (s_block)" in str(summary)
+    # The head's MACs exceed the (incomplete) student count, its params do not.
+    assert summary.heads[0].macs > summary.student_macs
+    assert summary.heads[0].params < summary.student_params
+    assert not summary.oversized

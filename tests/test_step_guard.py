@@ -189,7 +189,7 @@ def test_labels_out_of_range_in_a_dataset_skip_the_step_on_every_backend():
     count, flags, step = guard_record(distiller)
     assert (count, step, flags[1]) == (1, 1, 1)
     assert flags[0] == 0 and flags[2:6] == [0, 0, 0, 0]
-    assert "the labels are outside [0, number of classes)" in messages[0]
+    assert "not whole numbers in [0, number of classes)" in messages[0]
 
 
 def test_guard_leaves_finite_training_unchanged():

@@ -68,7 +68,9 @@ class NonFiniteMonitor(keras.callbacks.Callback):
         return self.action == "warn"
 
     def _skipped(self):
-        return int(keras.ops.convert_to_numpy(self.model.step_guard.skipped_steps.value))
+        # `int()` of the backend tensor: NumPy 2's `np.array` of a torch or
+        # TensorFlow value warns that `__array__` takes no `copy` keyword.
+        return int(self.model.step_guard.skipped_steps.value)
 
     def on_train_begin(self, logs=None):
         self._seen = self._skipped()
@@ -103,8 +105,9 @@ class NonFiniteMonitor(keras.callbacks.Callback):
         sync_trainer_state(self.model)
         count = self._skipped()
         new = count - self._epoch_start
-        flags = keras.ops.convert_to_numpy(self.model.step_guard.last_skip_flags.value)
-        step = int(keras.ops.convert_to_numpy(self.model.step_guard.last_skipped_step.value))
+        guard = self.model.step_guard
+        flags = [int(flag) for flag in keras.ops.unstack(guard.last_skip_flags.value)]
+        step = int(guard.last_skipped_step.value)
         if new == 0:
             message = (
                 f"{self.model.name}: the loss turned non-finite {where}, but no step "

@@ -53,6 +53,7 @@ def _optional_int(text):
 def build_parser():
     p = argparse.ArgumentParser(
         prog="python -m keras_vid.experiments",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Reduced-data distillation experiment (Ahn et al. 2019, table 1): "
         "methods × training images per class × seeds.",
     )
@@ -199,6 +200,9 @@ def build_parser():
         help="Keras dtype policy for every model, e.g. mixed_bfloat16 or mixed_float16 on a GPU "
         "(the VID and KD terms stay float32). Default: float32.",
     )
+    for action in p._actions:  # the formatter shows defaults only beside a help text
+        if action.help is None:
+            action.help = "(default: %(default)s)"
     return p
 
 

@@ -102,7 +102,10 @@ def comparison_table(rows, title=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m keras_vid.experiments.compare")
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_vid.experiments.compare",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("rows", nargs="+", help="label=output_dir[,output_dir...]")
     parser.add_argument("--output", default=None, help="write the table here too.")
     parser.add_argument("--title", default=None)

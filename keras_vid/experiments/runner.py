@@ -137,8 +137,36 @@ def evaluate_accuracy(model, data, batch_size=500, split="scored"):
     return float(100.0 * np.mean(np.argmax(logits, axis=-1) == labels))
 
 
-def train(model, compile_kwargs, data, indices, training, seed, verbose=0):
-    """Compile `model` with the shared recipe and fit it on `indices` of the training split."""
+class EpochLog(keras.callbacks.Callback):
+    """One line per `every` epochs (and the last) through `log`, so a long
+    run shows progress without Keras's progress bar."""
+
+    def __init__(self, label, epochs, log=print, every=None):
+        super().__init__()
+        self.label, self.epochs, self.log = label, epochs, log
+        self.every = every or max(1, epochs // 10)
+        self._start = None
+
+    def on_train_begin(self, logs=None):
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1
+        if done % self.every and done != self.epochs:
+            return
+        values = ", ".join(
+            f"{k} {float(v):.4g}" for k, v in (logs or {}).items() if k in ("loss", "accuracy")
+        )
+        self.log(
+            f"{self.label}: epoch {done}/{self.epochs}, {values} "
+            f"({time.time() - self._start:.0f} s)"
+        )
+
+
+def train(model, compile_kwargs, data, indices, training, seed, verbose=0, log=None, label=""):
+    """Compile `model` with the shared recipe and fit it on `indices` of the
+    training split; with `log` (and `verbose=0`), one progress line per tenth
+    of the epochs."""
     epochs = training.epochs_for(len(indices))
     steps_per_epoch = math.ceil(len(indices) / training.batch_size)
     model.compile(
@@ -158,7 +186,10 @@ def train(model, compile_kwargs, data, indices, training, seed, verbose=0):
         flip=training.flip,
         seed=seed,
     )
-    history = model.fit(dataset, epochs=epochs, verbose=verbose, shuffle=False)
+    callbacks = [EpochLog(label, epochs, log)] if log is not None and not verbose else []
+    history = model.fit(
+        dataset, epochs=epochs, verbose=verbose, shuffle=False, callbacks=callbacks
+    )
     history.history.pop("lr", None)
     return epochs, epochs * steps_per_epoch, history.history
 
@@ -210,7 +241,9 @@ def get_teacher(
         indices = subsample_per_class(data.train_labels, data_config.teacher_per_class, seed)
         log(f"teacher {arch}: training on {len(indices)} images ...")
         start = time.time()
-        epochs, steps, _ = train(teacher, {}, data, indices, training, seed, verbose=verbose)
+        epochs, steps, _ = train(
+            teacher, {}, data, indices, training, seed, verbose, log, f"teacher {arch}"
+        )
         info = {
             "arch": arch,
             "train_images": int(len(indices)),
