@@ -386,6 +386,53 @@ def empty_dataset_evaluate():
     distiller.evaluate(tf.data.Dataset.from_tensor_slices((x[:0], y[:0])).batch(8), verbose=0)
 
 
+@case("13: fit on a tf.data dataset filtered to nothing (unknown length)", "error", ("empty",))
+def empty_filtered_dataset_fit():
+    import tensorflow as tf
+
+    teacher, student = models()
+    x, y = data()
+    distiller = distiller_for(teacher, student)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda a, b: b > 100).batch(8)
+    distiller.fit(dataset, verbose=0)
+
+
+@case("13: evaluate on a tf.data dataset filtered to nothing", "error", ("empty",))
+def empty_filtered_dataset_evaluate():
+    import tensorflow as tf
+
+    teacher, student = models()
+    x, y = data()
+    distiller = distiller_for(teacher, student)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda a, b: b > 100).batch(8)
+    distiller.evaluate(dataset, verbose=0)
+
+
+@case("13: fit on a PyDataset of length 0", "error", ("empty",))
+def empty_py_dataset():
+    import keras
+
+    class Empty(keras.utils.PyDataset):
+        def __len__(self):
+            return 0
+
+        def __getitem__(self, index):
+            raise IndexError(index)
+
+    teacher, student = models()
+    distiller_for(teacher, student).fit(Empty(), verbose=0)
+
+
+@case("13: fit on a generator that yields nothing", "error", ("empty",))
+def empty_generator():
+    teacher, student = models()
+
+    def nothing():
+        yield from ()
+
+    distiller_for(teacher, student).fit(nothing(), verbose=0)
+
+
 @case("14: string labels", "error", ("labels", "str"))
 def string_labels():
     import numpy as np

@@ -64,9 +64,10 @@ def normalize_head_options(head_options, num_pairs, known):
 
 
 def check_not_empty(x, method):
-    """Arrays with no examples, and datasets known to yield no batch (a
-    `tf.data.Dataset` of cardinality 0, a `PyDataset` or `DataLoader` of
-    length 0), fail differently on each backend; fail clearly."""
+    """Arrays with no examples, and datasets that yield no batch (a
+    `tf.data.Dataset` of cardinality 0, or of unknown cardinality whose
+    first element does not come, a `PyDataset` or `DataLoader` of length 0),
+    fail differently on each backend; fail clearly."""
     shape = getattr(x, "shape", None)
     if shape is not None and len(shape) > 0 and shape[0] == 0:
         raise ValueError(
@@ -74,8 +75,7 @@ def check_not_empty(x, method):
             "there is nothing to train or evaluate on."
         )
     if shape is None and x is not None:
-        batches = _known_batches(x)
-        if batches == 0:
+        if _yields_nothing(x):
             raise ValueError(
                 f"`{method}()` received an empty dataset ({type(x).__name__} with 0 "
                 "batches): there is nothing to train or evaluate on. Check the data split "
@@ -83,18 +83,20 @@ def check_not_empty(x, method):
             )
 
 
-def _known_batches(dataset):
-    """The number of batches a dataset will yield, when it says (else `None`)."""
+def _yields_nothing(dataset):
+    """Whether a dataset will yield no batch, where that can be known up front."""
     cardinality = getattr(dataset, "cardinality", None)
     if callable(cardinality) and hasattr(dataset, "element_spec"):  # tf.data
         try:
             count = int(cardinality())
         except (TypeError, ValueError):
-            return None
-        return count if count >= 0 else None  # -1 infinite, -2 unknown
+            return False
+        if count == -2:  # unknown (after a filter): look at the first element only
+            return not any(True for _ in dataset.take(1))
+        return count == 0  # -1 is infinite
     if hasattr(dataset, "__len__") and not isinstance(dataset, (dict, list, tuple)):
         try:
-            return len(dataset)
+            return len(dataset) == 0
         except (TypeError, NotImplementedError):
-            return None
-    return None
+            return False
+    return False

@@ -68,6 +68,23 @@ ABLATION = [
     ("student, 800 steps", "student", "", 100),
 ]
 
+# Second round (validation, 1 600 steps): the VID weight with σ² learning, the
+# three candidates of the first round combined, and a 4× wider student (does
+# the student's capacity limit what feature terms can carry?).
+COMBINED = CHOSEN + " --head-batch-norm hidden --stages 1,2,3,4 --hidden-width 2x"
+WIDER = "--student cnn-16,32,64,128"
+ROUND2 = [
+    ("VID weight 10", "vid-i", CHOSEN + " --vid-weight 10", 200, (0,)),
+    ("VID weight 3", "vid-i", CHOSEN + " --vid-weight 3", 200, (0,)),
+    ("combined: BN hidden, first-conv pair, width 2C", "vid-i", COMBINED, 200, (0, 1)),
+    ("VID weight 10", "vid-i", CHOSEN + " --vid-weight 10", 200, (1,)),
+    ("VID weight 30", "vid-i", CHOSEN + " --vid-weight 30", 200, (0,)),
+    ("FitNet weight 10", "fitnet", REFS + " --fitnet-weight 10", 200, (0,)),
+    ("FitNet weight 100", "fitnet", REFS + " --fitnet-weight 100", 200, (0,)),
+    ("wider student cnn-16,32,64,128", "student", WIDER, 200, (0,)),
+    ("wider student, chosen VID-I", "vid-i", WIDER + " " + CHOSEN, 200, (0,)),
+]
+
 
 def slug(label):
     return "-".join("".join(c if c.isalnum() else " " for c in label.lower()).split())
@@ -93,6 +110,16 @@ def ablation(seeds=(0, 1)):
             )
 
 
+def round2():
+    for label, method, flags, epochs, seeds in ROUND2:
+        for seed in seeds:
+            out = f"runs/ablation/{slug(label)}/s{seed}"
+            yield (
+                f"mkdir -p {out} && {COMMON} --score-on validation --methods {method} "
+                f"--epochs {epochs} --seeds {seed} {flags} --output-dir {out} > {out}.log 2>&1"
+            )
+
+
 def test(seeds=(0, 1, 2)):
     for label, flags in TEST:
         method = label.split()[0]
@@ -105,5 +132,6 @@ def test(seeds=(0, 1, 2)):
 
 
 if __name__ == "__main__":
-    for line in {"validation": validation, "ablation": ablation, "test": test}[sys.argv[1]]():
+    sets = {"validation": validation, "ablation": ablation, "round2": round2, "test": test}
+    for line in sets[sys.argv[1]]():
         print(line)
