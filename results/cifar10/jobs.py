@@ -51,6 +51,8 @@ TEST = [
     ("vid-i (PyTorch references)", REFS),
     ("kd", ""),  # T = 4, weight 1 (the CLI's defaults)
     ("at", ""),  # β = 1000 per pair (Zagoruyko & Komodakis)
+    # Second round, chosen on validation (ROUND2): λ = 10 for VID-I.
+    ("vid-i (weight 10)", "--min-variance 0.001 " + FAST_SIGMA + " --vid-weight 10"),
 ]
 # The ablation around the chosen VID-I setting (validation split, 1 600 steps
 # unless the label says otherwise, 2 seeds): one ingredient changed per row.
@@ -81,6 +83,7 @@ ROUND2 = [
     ("VID weight 30", "vid-i", CHOSEN + " --vid-weight 30", 200, (0,)),
     ("FitNet weight 10", "fitnet", REFS + " --fitnet-weight 10", 200, (0,)),
     ("FitNet weight 100", "fitnet", REFS + " --fitnet-weight 100", 200, (0,)),
+    ("VID weight 3", "vid-i", CHOSEN + " --vid-weight 3", 200, (1,)),
     ("wider student cnn-16,32,64,128", "student", WIDER, 200, (0,)),
     ("wider student, chosen VID-I", "vid-i", WIDER + " " + CHOSEN, 200, (0,)),
 ]
