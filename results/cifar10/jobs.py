@@ -84,6 +84,25 @@ ROUND2 = [
     ("FitNet weight 10", "fitnet", REFS + " --fitnet-weight 10", 200, (0,)),
     ("FitNet weight 100", "fitnet", REFS + " --fitnet-weight 100", 200, (0,)),
     ("VID weight 3", "vid-i", CHOSEN + " --vid-weight 3", 200, (1,)),
+    # Third round: FitNet's weight to its peak, and a variance floor at the
+    # scale of the teacher features' variance (0.01-0.13) for VID.
+    ("FitNet weight 100", "fitnet", REFS + " --fitnet-weight 100", 200, (1,)),
+    ("FitNet weight 1000", "fitnet", REFS + " --fitnet-weight 1000", 200, (0,)),
+    ("FitNet weight 30", "fitnet", REFS + " --fitnet-weight 30", 200, (0,)),
+    (
+        "VID weight 10, floor 0.01",
+        "vid-i",
+        FAST_SIGMA + " --min-variance 0.01 --vid-weight 10",
+        200,
+        (0,),
+    ),
+    (
+        "VID weight 3, floor 0.01",
+        "vid-i",
+        FAST_SIGMA + " --min-variance 0.01 --vid-weight 3",
+        200,
+        (0,),
+    ),
     ("wider student cnn-16,32,64,128", "student", WIDER, 200, (0,)),
     ("wider student, chosen VID-I", "vid-i", WIDER + " " + CHOSEN, 200, (0,)),
 ]
