@@ -53,6 +53,7 @@ TEST = [
     ("at", ""),  # β = 1000 per pair (Zagoruyko & Komodakis)
     # Second round, chosen on validation (ROUND2): λ = 10 for VID-I.
     ("vid-i (weight 10)", "--min-variance 0.001 " + FAST_SIGMA + " --vid-weight 10"),
+    ("fitnet (weight 100)", REFS + " --fitnet-weight 100"),
 ]
 # The ablation around the chosen VID-I setting (validation split, 1 600 steps
 # unless the label says otherwise, 2 seeds): one ingredient changed per row.
@@ -103,6 +104,7 @@ ROUND2 = [
         200,
         (0,),
     ),
+    ("VID weight 1, floor 0.01", "vid-i", FAST_SIGMA + " --min-variance 0.01", 200, (0,)),
     ("wider student cnn-16,32,64,128", "student", WIDER, 200, (0,)),
     ("wider student, chosen VID-I", "vid-i", WIDER + " " + CHOSEN, 200, (0,)),
 ]
