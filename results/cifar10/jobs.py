@@ -54,6 +54,8 @@ TEST = [
     # Second round, chosen on validation (ROUND2): λ = 10 for VID-I.
     ("vid-i (weight 10)", "--min-variance 0.001 " + FAST_SIGMA + " --vid-weight 10"),
     ("fitnet (weight 100)", REFS + " --fitnet-weight 100"),
+    # Third round: the best VID-I on validation (λ = 10, σ² ≥ 0.01).
+    ("vid-i (weight 10, floor 0.01)", FAST_SIGMA + " --min-variance 0.01 --vid-weight 10"),
 ]
 # The ablation around the chosen VID-I setting (validation split, 1 600 steps
 # unless the label says otherwise, 2 seeds): one ingredient changed per row.
