@@ -58,6 +58,10 @@ def main():
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=60, help="student epochs")
     parser.add_argument("--teacher-epochs", type=int, default=30)
+    parser.add_argument("--vid-weight", type=float, default=10.0, help="λ per pair")
+    parser.add_argument(
+        "--min-variance", type=float, default=None, help="VIDHead floor on σ² (default: 0.01)"
+    )
     args = parser.parse_args()
 
     digits = load_digits()
@@ -92,8 +96,10 @@ def main():
                 model = student
                 model.compile(optimizer=optimizer, loss=CE)
             else:
-                model = VIDDistiller(teacher, student, pairs=pairs)
-                model.compile(optimizer=optimizer, loss=CE, vid_weight=1.0)
+                floor = args.min_variance
+                options = None if floor is None else {"min_variance": floor}
+                model = VIDDistiller(teacher, student, pairs=pairs, head_options=options)
+                model.compile(optimizer=optimizer, loss=CE, vid_weight=args.vid_weight)
             start = time.perf_counter()
             model.fit(xs, ys, batch_size=32, epochs=args.epochs, verbose=0)
             accs, seconds = results[method]

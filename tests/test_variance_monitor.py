@@ -73,7 +73,8 @@ def head_with_variance(variance, student_channels=4, init_variance=5.0):
     """A built vector → vector VIDHead whose σ² per channel is `variance`."""
     head = VIDHead(init_variance=init_variance)
     head.build((None, student_channels), (None, len(variance)))
-    std = np.sqrt(np.asarray(variance, dtype="float64")) - head.epsilon
+    # σ² = (softplus(α) + ε)² + min_variance (the default floor, 0.01).
+    std = np.sqrt(np.asarray(variance, dtype="float64") - head.min_variance) - head.epsilon
     head.alpha.assign(np.asarray(inverse_softplus(std), dtype="float32"))
     return head
 
@@ -122,15 +123,18 @@ def test_teacher_variance_from_data_and_the_plot(models, data, tmp_path):
         t = np.asarray(features[f"pair_{k}"], dtype="float64")
         references.append(t.reshape(-1, t.shape[-1]).var(axis=0))
         factor = np.where(np.arange(len(references[k])) % 2 == 1, 2.0, 0.5)
-        std = np.sqrt(np.maximum(references[k] * factor, 1e-6)) - head.epsilon
+        target = np.maximum(references[k] * factor - head.min_variance, 1e-6)
+        std = np.sqrt(target) - head.epsilon
         head.alpha.assign(np.asarray(inverse_softplus(std), dtype="float32"))
 
     summary = plot_variance(distiller, path, x=x)
 
     for pair, reference in zip(summary, references):
         assert pair.reference == pytest.approx(reference, rel=1e-4)
-        # Odd channels, and any constant one (a dead ReLU: nothing to learn).
-        expected = [c for c in range(len(reference)) if c % 2 == 1 or reference[c] == 0]
+        # Odd channels, and any whose variance is at or below the floor on σ²
+        # (σ² cannot go under it; a dead ReLU's 0 among them).
+        floor = distiller.heads[0].min_variance + 1e-6
+        expected = [c for c in range(len(reference)) if c % 2 == 1 or reference[c] <= floor]
         assert pair.ignored.tolist() == expected
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 5000

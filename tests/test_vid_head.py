@@ -66,9 +66,10 @@ def test_initial_variance_and_epsilon():
     head = VIDHead(init_variance=2.5, epsilon=1e-3)
     head.build((None, 4), (None, 6))
     np.testing.assert_allclose(to_numpy(head.variance), np.full(6, 2.5), rtol=1e-6)
-    np.testing.assert_allclose(
-        to_numpy(head.std), ref.softplus(to_numpy(head.alpha)) + 1e-3, rtol=1e-6
-    )
+    # σ = √((softplus(α) + ε)² + min_variance), the default floor being 0.01.
+    assert head.min_variance == 0.01
+    expected = np.sqrt((ref.softplus(to_numpy(head.alpha)) + 1e-3) ** 2 + 0.01)
+    np.testing.assert_allclose(to_numpy(head.std), expected, rtol=1e-6)
 
 
 def test_mean_shape_and_value():
@@ -81,8 +82,9 @@ def test_mean_shape_and_value():
 
 
 def test_loss_floor_is_log_epsilon():
-    # A perfect mean and σ at its floor: every element contributes log ε.
-    head = VIDHead(epsilon=1e-3)
+    # Without a variance floor (the PyTorch references' setting), a perfect
+    # mean and σ at ε: every element contributes log ε.
+    head = VIDHead(epsilon=1e-3, min_variance=0.0)
     s, t = _features((2, 4), (2, 3))
     head.build(s.shape, t.shape)
     head.alpha.assign(np.full(3, -80.0, "float32"))

@@ -29,21 +29,24 @@ METHODS = ("student", "kd", "fitnet", "at", "vid-i", "vid-lp", "kd+vid-i")
 class MethodConfig:
     """Loss weights and head options shared by the recipes.
 
-    `vid_weight` is λ per VID pair (mean reduction); `fitnet_weight` the
-    weight per FitNet pair (default: λ); `at_weight` β per AT pair;
+    `vid_weight` is λ per VID pair (mean reduction; default 10) and
+    `fitnet_weight` the weight per FitNet pair (default 100; `None`: λ), each
+    the best of its method on the CIFAR-10 validation split of
+    `results/cifar10/`; `at_weight` β per AT pair;
     `kd_weight` the weight of T²·KL next to the task loss (weight 1).
     `stages` keeps only these stage pairs (1-based, e.g. `(2, 3)`) for
     `fitnet`, `at` and `vid-i`; `None` uses them all. `hidden_multiplier`
     sets μ's hidden widths to that multiple of each pair's teacher channels
     (2 gives the reproduction's 2C, 2C, C); it overrides `hidden_width`.
-    `min_variance` is the VID heads' floor on σ²; `use_batch_norm` is
+    `min_variance` is the VID heads' floor on σ² (default 0.01, as
+    `VIDHead`'s); `use_batch_norm` is
     `VIDHead`'s (`False`, `"hidden"`, `"all"`); `task_weight` weighs the task
     loss of the VID-head methods (`fitnet`, `vid-i`, `vid-lp`, `kd+vid-i`);
     `student`, `kd` and `at` keep their published weighting (task loss 1).
     """
 
-    vid_weight: float = 1.0
-    fitnet_weight: float | None = None
+    vid_weight: float = 10.0
+    fitnet_weight: float | None = 100.0
     at_weight: float = 1000.0
     kd_weight: float = 1.0
     temperature: float = 4.0
@@ -52,7 +55,7 @@ class MethodConfig:
     head_depth: int | None = None
     use_batch_norm: bool | str = False
     stages: tuple | None = None
-    min_variance: float = 0.0
+    min_variance: float = 0.01
     hidden_multiplier: float | None = None
     task_weight: float = 1.0
     alpha_gradient_scale: float | str = "channels"
