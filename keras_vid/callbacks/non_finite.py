@@ -68,9 +68,7 @@ class NonFiniteMonitor(keras.callbacks.Callback):
         return self.action == "warn"
 
     def _skipped(self):
-        # `int()` of the backend tensor: NumPy 2's `np.array` of a torch or
-        # TensorFlow value warns that `__array__` takes no `copy` keyword.
-        return int(self.model.step_guard.skipped_steps.value)
+        return _read(self.model.step_guard.skipped_steps)
 
     def on_train_begin(self, logs=None):
         self._seen = self._skipped()
@@ -106,8 +104,8 @@ class NonFiniteMonitor(keras.callbacks.Callback):
         count = self._skipped()
         new = count - self._epoch_start
         guard = self.model.step_guard
-        flags = [int(flag) for flag in keras.ops.unstack(guard.last_skip_flags.value)]
-        step = int(guard.last_skipped_step.value)
+        flags = _read(guard.last_skip_flags)
+        step = _read(guard.last_skipped_step)
         if new == 0:
             message = (
                 f"{self.model.name}: the loss turned non-finite {where}, but no step "
@@ -127,3 +125,13 @@ class NonFiniteMonitor(keras.callbacks.Callback):
         warnings.warn(message, RuntimeWarning, stacklevel=2)
         if self.action == "stop":
             self.model.stop_training = True
+
+
+def _read(variable):
+    """A variable's value as Python ints, on every backend and under a
+    `tf.distribute` strategy (a mirrored variable). Not `np.array`: NumPy 2
+    warns that a torch or TensorFlow tensor's `__array__` takes no `copy`."""
+    value = keras.ops.add(variable, 0)  # a tensor, also of a mirrored variable
+    if len(value.shape) == 0:
+        return int(value)
+    return [int(item) for item in keras.ops.unstack(value)]
