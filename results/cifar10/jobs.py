@@ -116,34 +116,30 @@ def slug(label):
     return "-".join("".join(c if c.isalnum() else " " for c in label.lower()).split())
 
 
-def validation():
-    for label, method, flags, epochs, seeds in VALIDATION:
+def validation_runs(rows, directory):
+    """One command per (row, seed) of `rows` = (label, method, flags, epochs,
+    seeds), scored on the validation split, written under `runs/<directory>`
+    (a callable of the epochs, or a name)."""
+    for label, method, flags, epochs, seeds in rows:
+        folder = directory(epochs) if callable(directory) else directory
         for seed in seeds:
-            out = f"runs/val{epochs * 8}/{slug(label)}/s{seed}"
+            out = f"runs/{folder}/{slug(label)}/s{seed}"
             yield (
                 f"mkdir -p {out} && {COMMON} --score-on validation --methods {method} "
                 f"--epochs {epochs} --seeds {seed} {flags} --output-dir {out} > {out}.log 2>&1"
             )
+
+
+def validation():
+    return validation_runs(VALIDATION, lambda epochs: f"val{epochs * 8}")
 
 
 def ablation(seeds=(0, 1)):
-    for label, method, flags, epochs in ABLATION:
-        for seed in seeds:
-            out = f"runs/ablation/{slug(label)}/s{seed}"
-            yield (
-                f"mkdir -p {out} && {COMMON} --score-on validation --methods {method} "
-                f"--epochs {epochs} --seeds {seed} {flags} --output-dir {out} > {out}.log 2>&1"
-            )
+    return validation_runs([row + (seeds,) for row in ABLATION], "ablation")
 
 
 def round2():
-    for label, method, flags, epochs, seeds in ROUND2:
-        for seed in seeds:
-            out = f"runs/ablation/{slug(label)}/s{seed}"
-            yield (
-                f"mkdir -p {out} && {COMMON} --score-on validation --methods {method} "
-                f"--epochs {epochs} --seeds {seed} {flags} --output-dir {out} > {out}.log 2>&1"
-            )
+    return validation_runs(ROUND2, "ablation")
 
 
 def test(seeds=(0, 1, 2)):
