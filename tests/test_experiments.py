@@ -91,6 +91,21 @@ def test_stage_pairs_for_an_mlp_student_use_the_last_teacher_stages():
     assert pairs == [("hidden1", "block2"), ("hidden2", "block3")]
 
 
+def test_stage_pairs_at_the_pre_activation_point():
+    cnn_s, cnn_t = parse_architecture("cnn-2,4x2"), parse_architecture("cnn-3,5,7")
+    assert stage_pairs(cnn_s, cnn_t, "pre-activation") == [
+        ("block1_bn2", "block2_bn1"),
+        ("block2_bn2", "block3_bn1"),
+    ]
+    # A pre-activation WRN's group outputs are the residual stream already.
+    wrn = parse_architecture("wrn-16-1")
+    assert stage_pairs(wrn, wrn, "pre-activation") == stage_pairs(wrn, wrn)
+    with pytest.raises(ValueError, match="No pre-activation stage layers"):
+        stage_pairs(parse_architecture("mlp-8"), cnn_t, "pre-activation")
+    with pytest.raises(ValueError, match="feature_point"):
+        stage_pairs(cnn_s, cnn_t, "post")
+
+
 def test_summary_and_table():
     runs = [
         {"method": "a", "per_class": 10, "seed": 0, "test_accuracy": 50.0},

@@ -12,6 +12,11 @@ def test_small_cnn_stage_names_and_shapes():
     shapes = [tuple(model.get_layer(n).output.shape[1:]) for n in cnn_block_names((4, 8))]
     assert shapes == [(8, 8, 4), (4, 4, 8)]
     assert "block1_relu1" in {layer.name for layer in model.layers}
+    # Pre-activation names: the BatchNormalization whose ReLU is the stage output.
+    pre = cnn_block_names((4, 8), convs_per_block=2, pre_activation=True)
+    assert pre == ("block1_bn2", "block2_bn2")
+    for name, stage in zip(pre, cnn_block_names((4, 8))):
+        assert model.get_layer(stage).input is model.get_layer(name).output
     assert tuple(model.get_layer("pool").output.shape[1:]) == (8,)
     assert tuple(model.output.shape[1:]) == (5,)
 

@@ -20,6 +20,10 @@ class Architecture:
         build: `build(num_classes, input_shape, name)` → `keras.Model`.
         stages: the ends of the feature stages (VID-I and AT pairs); empty
             for an MLP.
+        pre_activation_stages: the same features before their last
+            activation (a CNN's last BatchNormalization of each stage; a
+            pre-activation WRN's group outputs already are); empty where the
+            model has none (an MLP's Dense layers fuse their ReLU).
         hidden: the hidden vectors of an MLP (CNN → MLP pairs).
         penultimate: the vector before the logits (VID-LP).
     """
@@ -27,6 +31,7 @@ class Architecture:
     name: str
     build: object
     stages: tuple = ()
+    pre_activation_stages: tuple = ()
     hidden: tuple = ()
     penultimate: str = "pool"
     logits: str = "logits"
@@ -52,7 +57,7 @@ def parse_architecture(spec):
         def build(num_classes, input_shape, name=None):
             return wide_resnet(depth, width, num_classes, input_shape, name=name)
 
-        return Architecture(spec, build, stages=GROUP_OUTPUTS)
+        return Architecture(spec, build, stages=GROUP_OUTPUTS, pre_activation_stages=GROUP_OUTPUTS)
     if kind == "cnn":
         channels, _, convs = rest.partition("x")
         filters = _ints(channels, spec)
@@ -63,7 +68,12 @@ def parse_architecture(spec):
         def build(num_classes, input_shape, name=None):
             return small_cnn(filters, convs, num_classes, input_shape, name=name)
 
-        return Architecture(spec, build, stages=cnn_block_names(filters))
+        return Architecture(
+            spec,
+            build,
+            stages=cnn_block_names(filters),
+            pre_activation_stages=cnn_block_names(filters, convs, pre_activation=True),
+        )
     if kind == "mlp":
         units = _ints(rest, spec)
         if not units:

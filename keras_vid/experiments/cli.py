@@ -18,7 +18,7 @@ import time
 
 import keras
 
-from keras_vid.experiments.recipes import METHODS, MethodConfig
+from keras_vid.experiments.recipes import FEATURE_POINTS, METHODS, MethodConfig
 from keras_vid.experiments.report import write_outputs
 from keras_vid.experiments.runner import DataConfig, get_teacher, load_dataset, run_one
 from keras_vid.experiments.training import TrainingConfig
@@ -192,6 +192,14 @@ def build_parser():
         help="stage pairs used by fitnet, at and vid-i, 1-based (e.g. 2,3). Default: all.",
     )
 
+    m.add_argument(
+        "--feature-point",
+        choices=FEATURE_POINTS,
+        default="output",
+        help="which stage features fitnet, at and vid-i pair: each stage's output (after its "
+        "ReLU) or the same feature before its last ReLU.",
+    )
+
     o = p.add_argument_group("output")
     o.add_argument("--output-dir", default=None, help="default: results/<dataset name>.")
     o.add_argument(
@@ -275,6 +283,7 @@ def _run(args, argv):
         hidden_multiplier=args.hidden_width[1] if isinstance(args.hidden_width, tuple) else None,
         head_depth=args.head_depth,
         stages=tuple(args.stages) if args.stages else None,
+        feature_point=args.feature_point,
         min_variance=args.min_variance,
         use_batch_norm=False if args.head_batch_norm == "none" else args.head_batch_norm,
         task_weight=args.task_weight,

@@ -38,6 +38,10 @@ class MethodConfig:
     `fitnet`, `at` and `vid-i`; `None` uses them all. `hidden_multiplier`
     sets μ's hidden widths to that multiple of each pair's teacher channels
     (2 gives the reproduction's 2C, 2C, C); it overrides `hidden_width`.
+    `feature_point` picks which features the stage pairs read: `"output"`
+    (each stage's post-activation output) or `"pre-activation"` (the same
+    feature before its last ReLU; for a pre-activation WRN both are the
+    group's residual stream).
     `min_variance` is the VID heads' floor on σ² (default 0.01, as
     `VIDHead`'s); `use_batch_norm` is
     `VIDHead`'s (`False`, `"hidden"`, `"all"`); `task_weight` weighs the task
@@ -55,6 +59,7 @@ class MethodConfig:
     head_depth: int | None = None
     use_batch_norm: bool | str = False
     stages: tuple | None = None
+    feature_point: str = "output"
     min_variance: float = 0.01
     hidden_multiplier: float | None = None
     task_weight: float = 1.0
@@ -86,18 +91,30 @@ class MethodConfig:
         return options
 
 
-def stage_pairs(student_arch, teacher_arch):
+FEATURE_POINTS = ("output", "pre-activation")
+
+
+def stage_pairs(student_arch, teacher_arch, feature_point="output"):
     """(student, teacher) layer pairs at the ends of stages, aligned from the end.
 
     A CNN or WRN student pairs its stages with the teacher's; an MLP student
     pairs its hidden layers with the teacher's last stages (CNN → MLP).
+    `feature_point="pre-activation"` pairs the features before each stage's
+    last activation on both sides (an MLP student has none: ValueError).
     """
-    student_layers = student_arch.stages or student_arch.hidden
-    teacher_layers = teacher_arch.stages
+    if feature_point not in FEATURE_POINTS:
+        raise ValueError(
+            f"`feature_point` must be one of {FEATURE_POINTS}. Received: {feature_point!r}"
+        )
+    pre = feature_point == "pre-activation"
+    student_layers = (
+        student_arch.pre_activation_stages if pre else student_arch.stages or student_arch.hidden
+    )
+    teacher_layers = teacher_arch.pre_activation_stages if pre else teacher_arch.stages
     if not student_layers or not teacher_layers:
         raise ValueError(
-            f"No stage layers to pair between student {student_arch.name!r} and "
-            f"teacher {teacher_arch.name!r}."
+            f"No {feature_point} stage layers to pair between student "
+            f"{student_arch.name!r} and teacher {teacher_arch.name!r}."
         )
     count = min(len(student_layers), len(teacher_layers))
     return list(zip(student_layers[-count:], teacher_layers[-count:]))
@@ -123,7 +140,7 @@ def build_method(method, teacher, student, teacher_arch, student_arch, config=No
         options = config.head_options(hidden_width=None, depth=None)
         distiller = VIDDistiller(teacher, student, pairs=pairs, head_options=options)
         return distiller, {"vid_weight": config.vid_weight, "kd_weight": 0.0, **task}
-    pairs = stage_pairs(student_arch, teacher_arch)
+    pairs = stage_pairs(student_arch, teacher_arch, config.feature_point)
     if config.stages:
         pairs = [pairs[i - 1] for i in config.stages]
     if method == "fitnet":

@@ -3,7 +3,8 @@
 Layer names are stable so VID pairs can be written by hand:
 
 - `small_cnn`: `block1`, `block2`, ... (the ReLU output of each stage, before
-  its pooling), `pool` (global average pool), `logits`;
+  its pooling), `block<k>_bn<n>` (stage k's last BatchNormalization: the same
+  feature before its ReLU), `pool` (global average pool), `logits`;
 - `mlp`: `hidden1`, `hidden2`, ... (post-activation hidden layers), `logits`.
 """
 
@@ -98,18 +99,27 @@ def small_cnn(
     return keras.Model(inputs, outputs, name=name or default)
 
 
-def cnn_block_names(filters):
+def cnn_block_names(filters, convs_per_block=1, pre_activation=False):
     """Names of the stage outputs of a `small_cnn` built with `filters`.
 
     Handy for writing VID-I or attention-transfer pairs without building the
-    model: stage k of `small_cnn` ends in a layer named `block<k>`.
+    model: stage k of `small_cnn` ends in a layer named `block<k>` (its last
+    ReLU). With `pre_activation=True` the names are those of the
+    BatchNormalization before that ReLU (`block<k>_bn<convs_per_block>`): the
+    same feature with its negative part, which a Gaussian q(t|s) models far
+    better than a post-ReLU map that is mostly exact zeros (see
+    `results/cifar10/README.md`).
 
     Args:
         filters: the sequence of per-stage channel counts passed to
             `small_cnn` (only its length matters). No default.
+        convs_per_block: int ≥ 1, as passed to `small_cnn`. Defaults to `1`.
+        pre_activation: bool, name the features before the stages' last
+            ReLU. Defaults to `False`.
 
     Returns:
-        A tuple of strings, `("block1", ..., "block<len(filters)>")`.
+        A tuple of strings, `("block1", ..., "block<len(filters)>")`, or
+        `("block1_bn<n>", ...)` with `pre_activation=True`.
 
     Example:
 
@@ -117,11 +127,13 @@ def cnn_block_names(filters):
     from keras_vid.models import cnn_block_names, small_cnn
 
     cnn_block_names((32, 64, 128))  # ("block1", "block2", "block3")
+    cnn_block_names((32, 64), pre_activation=True)  # ("block1_bn1", "block2_bn1")
     model = small_cnn(filters=(8, 16), input_shape=(8, 8, 1))
     [model.get_layer(name).output.shape for name in cnn_block_names((8, 16))]
     ```
     """
-    return tuple(f"block{stage}" for stage in range(1, len(filters) + 1))
+    suffix = f"_bn{convs_per_block}" if pre_activation else ""
+    return tuple(f"block{stage}{suffix}" for stage in range(1, len(filters) + 1))
 
 
 def mlp(
