@@ -22,6 +22,12 @@ models inlined, so the names may be paths such as `"backbone/conv3_block2_out"`)
 4. Otherwise (plain CNNs) the end is the stage's last cut point, skipping
    back over dropout-like layers to the activation before them.
 
+With `feature_point="pre-activation"` a map stage that ends in an
+activation layer (ReLU...) is read at that layer's input instead: the same
+feature before its activation (a plain CNN's last BatchNormalization, a
+post-activation ResNet's `Add`). A pre-activation network's group output
+already is one.
+
 The vector stage is the penultimate vector (the last cut point of rank 2
 before the output, e.g. `pool`) and the logits are the model's output.
 """
@@ -75,17 +81,26 @@ def _is_map(shape):
     return len(shape) >= 3
 
 
-def model_stages(model, role="model"):
+FEATURE_POINTS = ("output", "pre-activation")
+
+
+def model_stages(model, role="model", feature_point="output"):
     """The stage ends of `model`: map stages in order, then the penultimate
     vector and the logits (each when present). See the module docstring.
 
     Args:
         model: a single-input, single-output functional or Sequential model.
         role: how errors name the model (`"teacher"`, `"student"`).
+        feature_point: `"output"` or `"pre-activation"` (map stages ending
+            in an activation layer are read at its input).
 
     Returns:
         A list of `Stage`.
     """
+    if feature_point not in FEATURE_POINTS:
+        raise ValueError(
+            f"`feature_point` must be one of {FEATURE_POINTS}. Received: {feature_point!r}"
+        )
     check_symbolic_model(model, role)
     graph = flat_graph(model)
     calls = graph.calls
@@ -144,9 +159,10 @@ def model_stages(model, role="model"):
         span = range(0 if start is None else start + 1, run[-1] + 1)
         if not any(getattr(calls[i].layer, "weights", None) for i in span):
             continue  # e.g. a lone pooling layer between two stages
-        stages.append(
-            Stage(calls[_stage_end(run, calls)].path, shape(_stage_end(run, calls)), "map")
-        )
+        end = _stage_end(run, calls)
+        if feature_point == "pre-activation":
+            end = _before_activation(end, calls, producer)
+        stages.append(Stage(calls[end].path, shape(end), "map"))
     vectors = [i for i in cuts if i < out and len(shape(i)) == 2]
     if vectors:
         end = vectors[-1]
@@ -182,6 +198,18 @@ def _stage_end(run, calls):
     while isinstance(calls[end].layer, PASSTHROUGH_LAYERS) and run.index(end) > 0:
         end = run[run.index(end) - 1]
     return end
+
+
+def _before_activation(end, calls, producer):
+    """The call whose output feeds the activation layer `end` (`end` itself
+    when it is not an activation of one single-output layer's output)."""
+    call = calls[end]
+    if not isinstance(call.layer, ACTIVATION_LAYERS) or len(call.inputs) != 1:
+        return end
+    source = producer.get(id(call.inputs[0]))
+    if source is None or len(calls[source].outputs) != 1:
+        return end
+    return source
 
 
 @dataclasses.dataclass
@@ -233,7 +261,9 @@ def _head_params(student, teacher, head_options):
     return head.count_params()
 
 
-def suggest_pairs(teacher, student, logits=AUTO, head_options=None, verbose=False):
+def suggest_pairs(
+    teacher, student, logits=AUTO, head_options=None, verbose=False, feature_point="output"
+):
     """Suggest VID pairs: matching stage ends of `student` and `teacher`.
 
     Map stages are paired when their spatial resolutions are equal (a
@@ -252,6 +282,10 @@ def suggest_pairs(teacher, student, logits=AUTO, head_options=None, verbose=Fals
         head_options: `VIDHead` options used to count each head's parameters
             in the table (as passed to `VIDDistiller(head_options=...)`).
         verbose: print the table.
+        feature_point: where map stages are read: `"output"` (the stage's
+            last layer) or `"pre-activation"` (the input of a stage's final
+            activation layer, e.g. a CNN's last BatchNormalization; see the
+            module docstring).
 
     Returns:
         A `SuggestedPairs` list of `(student_layer, teacher_layer)` names.
@@ -266,8 +300,8 @@ def suggest_pairs(teacher, student, logits=AUTO, head_options=None, verbose=Fals
     """
     if logits not in (AUTO, True, False):
         raise ValueError(f"`logits` must be 'auto', True or False. Received: logits={logits!r}")
-    teacher_stages = model_stages(teacher, "teacher")
-    student_stages = model_stages(student, "student")
+    teacher_stages = model_stages(teacher, "teacher", feature_point)
+    student_stages = model_stages(student, "student", feature_point)
     teacher_maps = {s.resolution: s for s in teacher_stages if s.kind == "map"}
     chosen = []
     for stage in student_stages:

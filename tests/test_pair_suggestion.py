@@ -160,3 +160,29 @@ def test_resolve_pairs():
     assert auto == [("s_g1", "t_g1"), ("s_g2", "t_g2"), ("s_pool", "t_logits")]
     with pytest.raises(ValueError, match="`logits` must be"):
         suggest_pairs(teacher, student, logits="yes")
+
+
+def test_pre_activation_reads_each_stage_before_its_final_activation():
+    keras.utils.set_random_seed(0)
+    teacher, student = small_cnn("t", 8), small_cnn("s", 4)
+    pairs = suggest_pairs(teacher, student, feature_point="pre-activation")
+    assert pairs == [("s_bn1", "t_bn1"), ("s_bn2", "t_bn2")]
+    # The pre-activation feature is the stage output's input, and it has negatives.
+    assert teacher.get_layer("t_g1").input is teacher.get_layer("t_bn1").output
+    # Post-activation ResNets: the `Add` before the block's ReLU, inside the backbone.
+    nested = suggest_pairs(
+        image_classifier(8, "teacher"),
+        image_classifier(4, "student"),
+        feature_point="pre-activation",
+    )
+    assert nested == [
+        ("backbone/conv2_block2_add", "backbone/conv2_block2_add"),
+        ("backbone/conv3_block2_add", "backbone/conv3_block2_add"),
+    ]
+    # A pre-activation WRN's group outputs are the residual stream already.
+    wrn_t, wrn_s = wide_resnet(10, 2, 10, (8, 8, 3)), wide_resnet(10, 1, 10, (8, 8, 3))
+    assert suggest_pairs(wrn_t, wrn_s, feature_point="pre-activation") == suggest_pairs(
+        wrn_t, wrn_s, feature_point="output"
+    )
+    with pytest.raises(ValueError, match="`feature_point` must be one of"):
+        suggest_pairs(teacher, student, feature_point="before")

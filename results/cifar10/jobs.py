@@ -133,6 +133,27 @@ ROUND4 = [
      VID10.replace("weight 10", "weight 3") + PRE, 200, (0,)),
 ]  # fmt: skip
 
+# Fifth round (validation, 1 600 steps, 2 seeds a row): the ablation around
+# the final VID-I (λ 10, σ² ≥ 0.01, post-ReLU pairs), one ingredient per row;
+# first the second seed of the setting itself, which round 3 ran once.
+FINAL = VID10
+ROUND5 = [
+    ("VID weight 10, floor 0.01", "vid-i", FINAL, 200, (1,)),
+    ("final, floor 0", "vid-i", FINAL.replace("0.01", "0"), 200, (0, 1)),
+    ("final, floor 1", "vid-i", FINAL.replace("0.01", "1"), 200, (0, 1)),
+    ("VID weight 3, floor 0.01", "vid-i", FINAL.replace("weight 10", "weight 3"), 200, (1,)),
+    ("VID weight 1, floor 0.01", "vid-i", FINAL.replace("weight 10", "weight 1"), 200, (1,)),
+    ("final, 800 steps", "vid-i", FINAL, 100, (0, 1)),
+    ("kd", "kd", "", 200, (1,)),
+    ("kd + final vid-i", "kd+vid-i", FINAL, 200, (0, 1)),
+    ("final, BN after the hidden layers of mu", "vid-i", FINAL + " --head-batch-norm hidden",
+     200, (0, 1)),
+    ("final, BN after every layer of mu", "vid-i", FINAL + " --head-batch-norm all", 200, (0, 1)),
+    ("final, mu width 2C", "vid-i", FINAL + " --hidden-width 2x", 200, (0, 1)),
+    ("final, extra pair at the first conv", "vid-i", FINAL + " --stages 1,2,3,4",
+     200, (0, 1)),
+]  # fmt: skip
+
 
 def slug(label):
     return "-".join("".join(c if c.isalnum() else " " for c in label.lower()).split())
@@ -168,6 +189,10 @@ def round4():
     return validation_runs(ROUND4, "ablation")
 
 
+def round5():
+    return validation_runs(ROUND5, "ablation")
+
+
 def test(seeds=(0, 1, 2)):
     for label, flags in TEST:
         method = label.split()[0]
@@ -185,6 +210,7 @@ if __name__ == "__main__":
         "ablation": ablation,
         "round2": round2,
         "round4": round4,
+        "round5": round5,
         "test": test,
     }
     for line in sets[sys.argv[1]]():
