@@ -36,6 +36,8 @@ def test_quickstart_runs_and_prints_the_table(script):
             "2",
             "--teacher-epochs",
             "1",
+            "--unlabelled-epochs",
+            "1",
         ],
         env=env,
         capture_output=True,
@@ -48,4 +50,11 @@ def test_quickstart_runs_and_prints_the_table(script):
         "teacher (all data)",
         "student (10/class)",
         "student + VID (10/class)",
+        "student + VID + unlabelled (10/class)",
     ]
+    gains = [line for line in result.stdout.splitlines() if " − student: " in line]
+    assert [line.split(" − ")[0] for line in gains] == [
+        "student + VID",
+        "student + VID + unlabelled",
+    ]
+    assert "seed spread (std) of the student alone" in result.stdout

@@ -131,6 +131,10 @@ ROUND4 = [
      VID10.replace("0.01", "0.1") + PRE, 200, (0,)),
     ("pre-activation, VID weight 3, floor 0.01", "vid-i",
      VID10.replace("weight 10", "weight 3") + PRE, 200, (0,)),
+    # Second seeds of the best of each method on seed 0.
+    ("pre-activation, VID weight 10, floor 0.1", "vid-i",
+     VID10.replace("0.01", "0.1") + PRE, 200, (1,)),
+    ("pre-activation, FitNet weight 30", "fitnet", REFS + " --fitnet-weight 30" + PRE, 200, (1,)),
 ]  # fmt: skip
 
 # Fifth round (validation, 1 600 steps, 2 seeds a row): the ablation around
@@ -193,8 +197,16 @@ def round5():
     return validation_runs(ROUND5, "ablation")
 
 
-def test(seeds=(0, 1, 2)):
-    for label, flags in TEST:
+# Fourth round on the test split: each method's best on validation with the
+# pairs read before the stages' last ReLU (VID-I: λ 10, σ² ≥ 0.1; FitNet λ 30).
+TEST4 = [
+    ("vid-i (pre-activation, weight 10, floor 0.1)", VID10.replace("0.01", "0.1") + PRE),
+    ("fitnet (pre-activation, weight 30)", REFS + " --fitnet-weight 30" + PRE),
+]
+
+
+def test(seeds=(0, 1, 2), rows=TEST):
+    for label, flags in rows:
         method = label.split()[0]
         for seed in seeds:
             out = f"runs/test/{slug(label)}/s{seed}"
@@ -211,6 +223,7 @@ if __name__ == "__main__":
         "round2": round2,
         "round4": round4,
         "round5": round5,
+        "test4": lambda: test(rows=TEST4),
         "test": test,
     }
     for line in sets[sys.argv[1]]():
