@@ -120,8 +120,9 @@ class VIDDistiller(keras.Model):
     once per step: a single forward pass yields its logits and every paired
     feature. Gradients reach the student and the heads only.
 
-    `call(x)` returns `student(x)`, so `predict()` gives the student's
-    outputs; after training, `distiller.student` is the plain student model.
+    `call(x)` returns `student(x)` (its logits output alone when it has
+    several), so `predict()` gives the student's outputs; after training,
+    `distiller.student` is the plain student model.
 
     Inputs: the batch's `x` feeds both models, so they take the same input
     structure (one tensor, or a dict, list or nested structure of inputs)
@@ -209,6 +210,7 @@ class VIDDistiller(keras.Model):
         check_no_shared_layers(teacher, student)
         t_index = output_index(teacher, teacher_output, "teacher", "teacher_output")
         s_index = output_index(student, student_output, "student", "student_output")
+        self._student_output_index = s_index
         self._mask_input = mask_input_key(teacher, token_mask)
         self.teacher_output = teacher_output
         self.student_output = student_output
@@ -478,7 +480,10 @@ class VIDDistiller(keras.Model):
         return metrics
 
     def call(self, inputs, training=None):
-        return self.student(self._student_inputs(inputs), training=training)
+        outputs = self.student(self._student_inputs(inputs), training=training)
+        if len(self.student.outputs) > 1:  # the logits, which the compiled loss reads
+            return tree.flatten(outputs)[self._student_output_index]
+        return outputs
 
     def _student_inputs(self, x):
         """The entries of `x` the student reads: all of them, or, for a student

@@ -51,9 +51,14 @@ def check_symbolic_model(model, role, single_io=True):
 
 
 def input_structure(model):
-    """The model's inputs as it takes them: its one input tensor, or its own
-    structure (dict, list, nested) of input tensors."""
-    return model.inputs[0] if len(model.inputs) == 1 else model.input
+    """The model's inputs as it takes them: its own structure when it has
+    several inputs or a dict of them, else its one input tensor (so a model
+    built on `[x]` is still fed a bare tensor, without Keras's structure
+    warning)."""
+    structure = model.input
+    if len(model.inputs) > 1 or isinstance(structure, dict):
+        return structure
+    return model.inputs[0]
 
 
 def _path_text(path):
@@ -95,10 +100,11 @@ def check_same_inputs(teacher, student):
     entries of `x`). Returns the student's keys in the subset case (the
     entries of `x` to pass to the student), else `None`.
     """
-    if len(teacher.inputs) == 1 and len(student.inputs) == 1:
+    single = len(teacher.inputs) == 1 and len(student.inputs) == 1
+    t_struct, s_struct = input_structure(teacher), input_structure(student)
+    if single:
         _check_input_pair(teacher, student, teacher.inputs[0], student.inputs[0], None)
         return None
-    t_struct, s_struct = input_structure(teacher), input_structure(student)
     if isinstance(t_struct, dict) and isinstance(s_struct, dict):
         missing = [key for key in s_struct if key not in t_struct]
         if missing:
