@@ -151,7 +151,10 @@ def test_student_key_missing_from_the_teacher_is_named():
 
 def test_shape_mismatch_names_the_key_and_shapes():
     teacher = two_input_model("t", 8)
-    inputs = {"image": keras.Input((8, 8, 3), name="image"), "extra": keras.Input((6,), name="extra")}
+    inputs = {
+        "image": keras.Input((8, 8, 3), name="image"),
+        "extra": keras.Input((6,), name="extra"),
+    }
     h = keras.layers.Conv2D(4, 3, padding="same", name="s_g1")(inputs["image"])
     h = keras.layers.GlobalAveragePooling2D()(h)
     h = keras.layers.Concatenate(name="s_pool")([h, inputs["extra"]])
