@@ -136,7 +136,10 @@ class VIDDistiller(keras.Model):
     Token features `(batch, tokens, dim)` (transformers, KerasHub backbones)
     are paired token by token, and padded tokens are left out exactly: the
     NLL of such a pair (and KD on per-token logits) is averaged over the
-    real tokens only (see `token_mask`).
+    real tokens only (see `token_mask`). Per-token sample weights
+    `(batch, tokens)` weigh the compiled loss as Keras does, and the VID
+    and KD terms by each example's mean weight over its real tokens. The
+    guide is `docs/multi_io.md`.
 
     Args:
         teacher: a trained functional or Sequential `keras.Model`.
@@ -556,12 +559,13 @@ class VIDDistiller(keras.Model):
             compat.unscale_loss_for_distribution(task), sample_weight=batch_size
         )
         distillation = ops.zeros((), "float32")
+        example_weight = self._example_weights(sample_weight, x, student_outputs, teacher_outputs)
         for index, (head, tracker) in enumerate(zip(self.heads, self.vid_loss_trackers)):
             key = pair_key(index)
             mask = self._token_mask(key, x, student_outputs, teacher_outputs)
             masking = {} if mask is None else {"padding_mask": mask}
             nll = head(student_outputs[key], teacher_outputs[key], training=training, **masking)
-            vid = weighted_batch_mean(nll, sample_weight)
+            vid = weighted_batch_mean(nll, example_weight)
             tracker.update_state(vid, sample_weight=batch_size)
             distillation = distillation + ops.cast(self.vid_weights[index], "float32") * vid
         if self._logs_kd:
@@ -570,12 +574,34 @@ class VIDDistiller(keras.Model):
             if len(kd.shape) > 1:  # per-token logits: the mean over the (real) tokens
                 mask = self._token_mask(LOGITS, x, student_outputs, teacher_outputs)
                 kd = reduce_tokens(kd, mask)
-            kd = weighted_batch_mean(kd, sample_weight)
+            kd = weighted_batch_mean(kd, example_weight)
             self.kd_loss_tracker.update_state(kd, sample_weight=batch_size)
             distillation = distillation + ops.cast(self.kd_weight, "float32") * kd
         return ops.cast(self.task_weight, "float32") * task + (
             compat.scale_loss_for_distribution(distillation)
         )
+
+    def _example_weights(self, sample_weight, x, student_outputs, teacher_outputs):
+        """The per-example weights of the VID and KD terms. Per-token sample
+        weights `(batch, tokens)` (KerasHub's causal LMs weigh the tokens by
+        their padding mask) become each example's mean weight over its real
+        tokens (over all of them without a mask), so a padding-mask weight
+        is 1 for every example with a real token."""
+        if sample_weight is None:
+            return None
+        weight = ops.cast(sample_weight, "float32")
+        if len(weight.shape) < 2 or all(d == 1 for d in weight.shape[1:]):
+            return weight
+        if len(weight.shape) > 2:
+            return ops.mean(weight, axis=tuple(range(1, len(weight.shape))))
+        mask = self._token_mask(LOGITS, x, student_outputs, teacher_outputs)
+        if mask is None and self._mask_input is not None:
+            mask = x[self._mask_input]
+        if mask is not None and len(mask.shape) == 2:
+            known = (weight.shape[1], mask.shape[1])
+            if None not in known and known[0] != known[1]:
+                mask = None
+        return reduce_tokens(weight, mask)
 
     def _task_loss(self, x, y, y_pred, sample_weight, training):
         """The compiled loss plus the regularization losses (Keras's total);

@@ -233,3 +233,30 @@ def test_a_custom_head_without_padding_mask_on_a_masked_pair_is_refused():
         VIDDistiller(
             token_model("t", 4), token_model("s", 4), pairs=[("s_block", "t_block")], heads=[Mse()]
         )
+
+
+def test_per_token_sample_weights_weigh_each_example_by_its_real_tokens():
+    keras.utils.set_random_seed(0)
+    teacher, student = token_model("t", 8), token_model("s", 4)
+    distiller = VIDDistiller(teacher, student, pairs=[("s_block", "t_block")])
+    distiller.compile(
+        optimizer="sgd",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        kd_weight=1.0,
+        temperature=2.0,
+    )
+    ids, mask = token_batch()
+    rng = np.random.default_rng(4)
+    weight = (mask * rng.uniform(0.5, 2.0, size=mask.shape)).astype("float32")
+    labels = rng.integers(0, VOCAB, size=mask.shape)
+    logs = distiller.test_on_batch(ids, labels, sample_weight=weight, return_dict=True)
+    vid, kd = unpadded_terms(distiller, ids, None, 2.0)
+    per_example = np.array([weight[i, :n].mean() if n else 0.0 for i, n in enumerate(LENGTHS)])
+    assert logs["vid_0"] == pytest.approx(np.mean(per_example * vid), rel=1e-4)
+    assert logs["kd_loss"] == pytest.approx(np.mean(per_example * kd), rel=1e-4)
+    # The compiled loss keeps Keras's per-token weighting (which, with the
+    # Keras mask the logits carry, averages over the real tokens).
+    logits = distiller.student_extractor.predict_on_batch(ids)["logits"].astype("float64")
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    ce = -np.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0]
+    assert logs["task_loss"] == pytest.approx(np.sum(weight * ce) / mask.sum(), rel=1e-4)
