@@ -26,8 +26,8 @@ def pair_key(index):
 
 def check_symbolic_model(model, role, single_io=True):
     """Raise a clear error unless `model` is a functional or Sequential
-    `keras.Model` (one whose layers can be named); with `single_io`, one
-    with a single input and a single output."""
+    `keras.Model` (one whose layers can be named); with `single_io` (what
+    `suggest_pairs` needs), one with a single input and a single output."""
     if not isinstance(model, keras.Model):
         raise ValueError(
             f"The {role} must be a `keras.Model`. Received: {role}={type(model).__name__}"
@@ -45,8 +45,8 @@ def check_symbolic_model(model, role, single_io=True):
     if single_io and (len(inputs) != 1 or len(outputs) != 1):
         raise ValueError(
             f"The {role} model '{model.name}' has {len(inputs)} inputs and "
-            f"{len(outputs)} outputs; this needs exactly one of each. Received: "
-            f"{role}={model.name!r}"
+            f"{len(outputs)} outputs; `suggest_pairs` (pairs='auto') needs exactly one of "
+            f"each: name the pairs instead. Received: {role}={model.name!r}"
         )
 
 

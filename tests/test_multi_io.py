@@ -251,3 +251,18 @@ def test_output_choice_survives_save_and_load(batch, tmp_path):
     second = loaded.train_on_batch(x, y, return_dict=True)
     for name in ("loss", "kd_loss", "vid_0", "vid_1", "task_loss"):
         assert second[name] == pytest.approx(first[name], rel=1e-5)
+
+
+def test_auto_pairs_on_multi_input_models_ask_for_names():
+    teacher, student = two_input_model("t", 8), two_input_model("s", 4)
+    with pytest.raises(ValueError, match=r"'t' has 2 inputs and 1 outputs; `suggest_pairs`"):
+        VIDDistiller(teacher, student, pairs="auto")
+
+
+def test_empty_dict_inputs_are_refused_clearly(batch):
+    x, y = batch
+    distiller = VIDDistiller(two_input_model("t", 8), two_input_model("s", 4), pairs=PAIRS)
+    distiller.compile(optimizer="sgd", loss=CE)
+    empty = {key: value[:0] for key, value in x.items()}
+    with pytest.raises(ValueError, match=r"`fit\(\)` received an input with 0 examples"):
+        distiller.fit(empty, y[:0], verbose=0)
