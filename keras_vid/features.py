@@ -55,10 +55,13 @@ def input_structure(model):
     several inputs or a dict of them, else its one input tensor (so a model
     built on `[x]` is still fed a bare tensor, without Keras's structure
     warning)."""
-    structure = model.input
-    if len(model.inputs) > 1 or isinstance(structure, dict):
-        return structure
-    return model.inputs[0]
+    if len(model.inputs) > 1:
+        return model.input
+    try:
+        structure = model.input
+    except (AttributeError, ValueError):  # a Sequential that was never called
+        return model.inputs[0]
+    return structure if isinstance(structure, dict) else model.inputs[0]
 
 
 def _path_text(path):
