@@ -68,6 +68,10 @@ def check_not_empty(x, method):
     `tf.data.Dataset` of cardinality 0, or of unknown cardinality whose
     first element does not come, a `PyDataset` or `DataLoader` of length 0),
     fail differently on each backend; fail clearly."""
+    if isinstance(x, (dict, list, tuple)):  # the inputs of a multi-input model
+        arrays = [leaf for leaf in _leaves(x) if getattr(leaf, "shape", None) is not None]
+        if arrays:
+            x = arrays[0]
     shape = getattr(x, "shape", None)
     if shape is not None and len(shape) > 0 and shape[0] == 0:
         raise ValueError(
@@ -81,6 +85,17 @@ def check_not_empty(x, method):
                 "batches): there is nothing to train or evaluate on. Check the data split "
                 "or the dataset's filters."
             )
+
+
+def _leaves(structure):
+    if isinstance(structure, dict):
+        for value in structure.values():
+            yield from _leaves(value)
+    elif isinstance(structure, (list, tuple)):
+        for value in structure:
+            yield from _leaves(value)
+    else:
+        yield structure
 
 
 def _yields_nothing(dataset):

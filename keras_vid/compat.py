@@ -86,6 +86,12 @@ def standardize_inputs(function, inputs):
     return standardize(inputs) if standardize else inputs
 
 
+def keras_mask(tensor):
+    """The Keras mask a symbolic layer output carries (`_keras_mask`, set by
+    layers such as `Embedding(mask_zero=True)`), or `None`."""
+    return getattr(tensor, "_keras_mask", None)
+
+
 def strategy_supports_no_merge_call():
     """Whether the current `tf.distribute` strategy updates variables without
     `merge_call` (`tf.__internal__.distribute`)."""

@@ -27,9 +27,13 @@ from keras_vid.features import (
     find_layer,
     layer_output,
     log_probabilities,
+    mask_input_key,
+    mask_key,
+    output_index,
     pair_key,
+    token_mask_source,
 )
-from keras_vid.losses import softened_kl, weighted_batch_mean
+from keras_vid.losses import reduce_tokens, softened_kl, weighted_batch_mean
 from keras_vid.pair_suggestion import resolve_pairs
 from keras_vid.step_guard import StepGuard
 from keras_vid.vid_head import VIDHead
@@ -85,6 +89,14 @@ def _check_head_output(head, index, pair, student, teacher):
         )
 
 
+def _takes_padding_mask(head):
+    """Whether a pair loss's `call` accepts `padding_mask`."""
+    parameters = inspect.signature(head.call).parameters.values()
+    return any(
+        p.name == "padding_mask" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters
+    )
+
+
 class _StepFeatures:
     """The paired features of the step being computed, which `compute_loss`
     reads (its signature is Keras's), and the label check it reports back."""
@@ -108,14 +120,31 @@ class VIDDistiller(keras.Model):
     once per step: a single forward pass yields its logits and every paired
     feature. Gradients reach the student and the heads only.
 
-    `call(x)` returns `student(x)`, so `predict()` gives the student's
-    outputs; after training, `distiller.student` is the plain student model.
+    `call(x)` returns `student(x)` (its logits output alone when it has
+    several), so `predict()` gives the student's outputs; after training,
+    `distiller.student` is the plain student model.
+
+    Inputs: the batch's `x` feeds both models, so they take the same input
+    structure (one tensor, or a dict, list or nested structure of inputs)
+    with the same shapes and dtypes, or the student takes a subset of the
+    teacher's dict inputs, by key (it is given only those entries of `x`).
+    A mismatch is refused at construction, naming the key and the shapes.
+
+    Outputs: KD, the compiled loss and the metrics read each model's logits,
+    its single output or the one `teacher_output` / `student_output` names.
+
+    Token features `(batch, tokens, dim)` (transformers, KerasHub backbones)
+    are paired token by token, and padded tokens are left out exactly: the
+    NLL of such a pair (and KD on per-token logits) is averaged over the
+    real tokens only (see `token_mask`). Per-token sample weights
+    `(batch, tokens)` weigh the compiled loss as Keras does, and the VID
+    and KD terms by each example's mean weight over its real tokens. The
+    guide is `docs/multi_io.md`.
 
     Args:
-        teacher: a trained functional or Sequential `keras.Model` whose single
-            output is the logits.
-        student: a functional or Sequential `keras.Model` with the same input
-            shape and a single (logits) output.
+        teacher: a trained functional or Sequential `keras.Model`.
+        student: a functional or Sequential `keras.Model` taking the
+            teacher's inputs or a subset of its dict inputs (see above).
         pairs: list of `(student_layer_name, teacher_layer_name)`, or
             `"auto"` for `keras_vid.suggest_pairs(teacher, student)` (stage
             ends matched by resolution). A name may be a path into a nested
@@ -130,7 +159,23 @@ class VIDDistiller(keras.Model):
             to use as its loss (other feature losses on the same training
             loop, such as attention transfer): `build(student_shape,
             teacher_shape)`, and `call(student, teacher, training=None)`
-            returning a per-example loss of shape `(batch,)`.
+            returning a per-example loss of shape `(batch,)` (and, on a
+            masked token pair, accepting `padding_mask=None`).
+        teacher_output: which of the teacher's outputs is the logits: an
+            output name (a key of its dict outputs, or the name of the layer
+            that produces it) or an index into `teacher.outputs`; `None`
+            (default) for a model with a single output.
+        student_output: the same for the student.
+        token_mask: where the `(batch, tokens)` padding mask of token pairs
+            comes from (true or non-zero at real tokens). `"auto"` (default):
+            the `"padding_mask"` entry of the teacher's dict inputs (the
+            KerasHub convention) if it has one, else the Keras mask carried
+            by the paired layers' outputs (the teacher's, else the
+            student's; e.g. after `Embedding(mask_zero=True)`). A string
+            names another key of the teacher's dict inputs; `None` switches
+            masking off. A mask applies to the pairs of rank-3 features
+            (both sides) whose token axis matches its length (unknown
+            lengths are taken to match), and to KD on rank-3 logits.
         name: model name.
 
     Example:
@@ -153,16 +198,26 @@ class VIDDistiller(keras.Model):
         pairs,
         head_options=None,
         heads=None,
+        teacher_output=None,
+        student_output=None,
+        token_mask="auto",
         name="vid_distiller",
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        check_symbolic_model(teacher, "teacher")
-        check_symbolic_model(student, "student")
+        check_symbolic_model(teacher, "teacher", single_io=False)
+        check_symbolic_model(student, "student", single_io=False)
         if teacher is student:
             raise ValueError("The teacher and the student must be different models.")
-        check_same_inputs(teacher, student)
+        self._student_input_keys = check_same_inputs(teacher, student)
         check_no_shared_layers(teacher, student)
+        t_index = output_index(teacher, teacher_output, "teacher", "teacher_output")
+        s_index = output_index(student, student_output, "student", "student_output")
+        self._student_output_index = s_index
+        self._mask_input = mask_input_key(teacher, token_mask)
+        self.teacher_output = teacher_output
+        self.student_output = student_output
+        self.token_mask = token_mask
         pairs = resolve_pairs(teacher, student, pairs)  # "auto": stage ends matched
         pairs = normalize_pairs(pairs)
         options = normalize_head_options(head_options, len(pairs), HEAD_OPTIONS)
@@ -184,12 +239,16 @@ class VIDDistiller(keras.Model):
         self.head_options = head_options
         self._vid_custom_heads = heads is not None
 
+        mask_tensor = None if self._mask_input is None else teacher.input[self._mask_input]
         student_features, teacher_features, built_heads = {}, {}, []
+        self._mask_sources = {}  # extractor key -> None, "input", "teacher" or "student"
         for index, ((s_name, t_name), option) in enumerate(zip(pairs, options)):
             s_out = layer_output(find_layer(student, s_name, "student"), student, "student")
             t_out = layer_output(find_layer(teacher, t_name, "teacher"), teacher, "teacher")
             student_features[pair_key(index)] = s_out
             teacher_features[pair_key(index)] = t_out
+            source = token_mask_source(s_out, t_out, token_mask, mask_tensor)
+            self._mask_sources[pair_key(index)] = source
             head = (
                 heads[index] if heads is not None else VIDHead(name=f"vid_head_{index}", **option)
             )
@@ -200,12 +259,28 @@ class VIDDistiller(keras.Model):
                 raise ValueError(f"Pair {index} {(s_name, t_name)}: {error}") from None
             if heads is not None:
                 _check_head_output(head, index, (s_name, t_name), s_out, t_out)
+                if source is not None and not _takes_padding_mask(head):
+                    raise ValueError(
+                        f"Pair {index} {(s_name, t_name)}: the head '{head.name}' "
+                        f"({type(head).__name__}) takes no `padding_mask`, but the pair's "
+                        f"token features are masked (the mask comes from the {source}"
+                        + (f" key {self._mask_input!r}" if source == "input" else "")
+                        + "). Add `padding_mask=None` to its `call`, or pass "
+                        "`token_mask=None` to switch masking off."
+                    )
             built_heads.append(head)
         self.heads = built_heads
-        self.student_extractor = feature_extractor(
-            student, student_features, f"{student.name}_vid_features"
+        self._mask_sources[LOGITS] = token_mask_source(
+            student.outputs[s_index], teacher.outputs[t_index], token_mask, mask_tensor
         )
-        teacher_softmax = final_softmax(teacher)
+        self.student_extractor = feature_extractor(
+            student,
+            student_features,
+            f"{student.name}_vid_features",
+            output=s_index,
+            masks=self._extractor_masks("student"),
+        )
+        teacher_softmax = final_softmax(teacher, t_index)
         if teacher_softmax is not None:
             warnings.warn(
                 f"The teacher '{teacher.name}' ends in a softmax (layer "
@@ -220,8 +295,12 @@ class VIDDistiller(keras.Model):
             teacher_features,
             f"{teacher.name}_vid_features",
             softmax_output=teacher_softmax is not None,
+            output=t_index,
+            masks=self._extractor_masks("teacher"),
         )
-        self._student_softmax = final_softmax(student)
+        self._student_softmax = final_softmax(student, s_index)
+        self._teacher_logits_shape = tuple(teacher.outputs[t_index].shape)
+        self._student_logits_shape = tuple(student.outputs[s_index].shape)
 
         self.vid_weights = self.add_weight(
             name="vid_weights", shape=(len(pairs),), initializer="ones", trainable=False
@@ -234,7 +313,7 @@ class VIDDistiller(keras.Model):
         )
         self.step_guard = StepGuard(
             pairs,
-            classes=student.outputs[0].shape[-1],
+            classes=self._student_logits_shape[-1],
             state_variables=self._step_state_variables,
         )
         self.step_guard.build()
@@ -306,16 +385,7 @@ class VIDDistiller(keras.Model):
                 "kd_weight=0."
             )
         if kd_weight > 0:
-            t_classes = self.teacher.outputs[0].shape[-1]
-            s_classes = self.student.outputs[0].shape[-1]
-            if t_classes != s_classes:
-                raise ValueError(
-                    f"KD compares the teacher's and the student's logits, but the teacher "
-                    f"'{self.teacher.name}' has {t_classes} output classes and the student "
-                    f"'{self.student.name}' {s_classes}. Received: kd_weight={kd_weight}. "
-                    "Use kd_weight=0 (VID pairs need no equal class counts) or give both "
-                    "models the same classes."
-                )
+            self._check_kd_logits(kd_weight)
         if self._student_softmax is not None and getattr(loss, "from_logits", False):
             raise ValueError(
                 f"The student '{self.student.name}' ends in a softmax (layer "
@@ -343,6 +413,27 @@ class VIDDistiller(keras.Model):
         }
         if not alpha_weight_decay:
             self._exclude_alphas_from_weight_decay()
+
+    def _check_kd_logits(self, kd_weight):
+        """KD compares the two logits element by element: their shapes must agree."""
+        t_shape, s_shape = self._teacher_logits_shape, self._student_logits_shape
+        if t_shape[-1] != s_shape[-1]:
+            raise ValueError(
+                f"KD compares the teacher's and the student's logits, but the teacher "
+                f"'{self.teacher.name}' has {t_shape[-1]} output classes and the student "
+                f"'{self.student.name}' {s_shape[-1]}. Received: kd_weight={kd_weight}. "
+                "Use kd_weight=0 (VID pairs need no equal class counts) or give both "
+                "models the same classes."
+            )
+        if len(t_shape) != len(s_shape) or not all(
+            a is None or b is None or a == b for a, b in zip(t_shape[1:], s_shape[1:])
+        ):
+            raise ValueError(
+                "KD compares the teacher's and the student's logits element by element, so "
+                f"their shapes must agree. Received: teacher '{self.teacher.name}' logits "
+                f"shape {t_shape}, student '{self.student.name}' logits shape {s_shape}, "
+                f"kd_weight={kd_weight}."
+            )
 
     def _exclude_alphas_from_weight_decay(self):
         optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
@@ -392,7 +483,38 @@ class VIDDistiller(keras.Model):
         return metrics
 
     def call(self, inputs, training=None):
-        return self.student(inputs, training=training)
+        outputs = self.student(self._student_inputs(inputs), training=training)
+        if len(self.student.outputs) > 1:  # the logits, which the compiled loss reads
+            return tree.flatten(outputs)[self._student_output_index]
+        return outputs
+
+    def _student_inputs(self, x):
+        """The entries of `x` the student reads: all of them, or, for a student
+        on a subset of the teacher's dict inputs, its keys."""
+        keys = self._student_input_keys
+        if keys is None:
+            return x
+        if not isinstance(x, dict):
+            raise ValueError(
+                f"The student '{self.student.name}' reads the inputs {keys} of x by key, so x "
+                f"must be a dict. Received: x of type {type(x).__name__}"
+            )
+        return {key: x[key] for key in keys}
+
+    def _extractor_masks(self, role):
+        """The extractor keys whose Keras mask the `role` extractor returns."""
+        return [key for key, source in self._mask_sources.items() if source == role]
+
+    def _token_mask(self, key, x, student_outputs, teacher_outputs):
+        """The padding mask of extractor output `key` in this step, or `None`."""
+        source = self._mask_sources[key]
+        if source == "input":
+            return x[self._mask_input]
+        if source == "teacher":
+            return teacher_outputs[mask_key(key)]
+        if source == "student":
+            return student_outputs[mask_key(key)]
+        return None
 
     @property
     def distillation_config(self):
@@ -421,7 +543,7 @@ class VIDDistiller(keras.Model):
         if self._step.features is not None:
             student_outputs, teacher_outputs = self._step.features
         else:
-            student_outputs = self.student_extractor(x, training=training)
+            student_outputs = self.student_extractor(self._student_inputs(x), training=training)
             teacher_outputs = tree.map_structure(ops.stop_gradient, self._teacher_features(x))
         logits = student_outputs[LOGITS] if y_pred is None else y_pred
         y, labels_ok = self.step_guard.check_labels(y)
@@ -437,26 +559,49 @@ class VIDDistiller(keras.Model):
             compat.unscale_loss_for_distribution(task), sample_weight=batch_size
         )
         distillation = ops.zeros((), "float32")
+        example_weight = self._example_weights(sample_weight, x, student_outputs, teacher_outputs)
         for index, (head, tracker) in enumerate(zip(self.heads, self.vid_loss_trackers)):
-            nll = head(
-                student_outputs[pair_key(index)],
-                teacher_outputs[pair_key(index)],
-                training=training,
-            )
-            vid = weighted_batch_mean(nll, sample_weight)
+            key = pair_key(index)
+            mask = self._token_mask(key, x, student_outputs, teacher_outputs)
+            masking = {} if mask is None else {"padding_mask": mask}
+            nll = head(student_outputs[key], teacher_outputs[key], training=training, **masking)
+            vid = weighted_batch_mean(nll, example_weight)
             tracker.update_state(vid, sample_weight=batch_size)
             distillation = distillation + ops.cast(self.vid_weights[index], "float32") * vid
         if self._logs_kd:
             student_logits = log_probabilities(logits) if self._student_softmax else logits
-            kd = weighted_batch_mean(
-                softened_kl(teacher_outputs[LOGITS], student_logits, self.temperature),
-                sample_weight,
-            )
+            kd = softened_kl(teacher_outputs[LOGITS], student_logits, self.temperature)
+            if len(kd.shape) > 1:  # per-token logits: the mean over the (real) tokens
+                mask = self._token_mask(LOGITS, x, student_outputs, teacher_outputs)
+                kd = reduce_tokens(kd, mask)
+            kd = weighted_batch_mean(kd, example_weight)
             self.kd_loss_tracker.update_state(kd, sample_weight=batch_size)
             distillation = distillation + ops.cast(self.kd_weight, "float32") * kd
         return ops.cast(self.task_weight, "float32") * task + (
             compat.scale_loss_for_distribution(distillation)
         )
+
+    def _example_weights(self, sample_weight, x, student_outputs, teacher_outputs):
+        """The per-example weights of the VID and KD terms. Per-token sample
+        weights `(batch, tokens)` (KerasHub's causal LMs weigh the tokens by
+        their padding mask) become each example's mean weight over its real
+        tokens (over all of them without a mask), so a padding-mask weight
+        is 1 for every example with a real token."""
+        if sample_weight is None:
+            return None
+        weight = ops.cast(sample_weight, "float32")
+        if len(weight.shape) < 2 or all(d == 1 for d in weight.shape[1:]):
+            return weight
+        if len(weight.shape) > 2:
+            return ops.mean(weight, axis=tuple(range(1, len(weight.shape))))
+        mask = self._token_mask(LOGITS, x, student_outputs, teacher_outputs)
+        if mask is None and self._mask_input is not None:
+            mask = x[self._mask_input]
+        if mask is not None and len(mask.shape) == 2:
+            known = (weight.shape[1], mask.shape[1])
+            if None not in known and known[0] != known[1]:
+                mask = None
+        return reduce_tokens(weight, mask)
 
     def _task_loss(self, x, y, y_pred, sample_weight, training):
         """The compiled loss plus the regularization losses (Keras's total);
@@ -475,7 +620,7 @@ class VIDDistiller(keras.Model):
     def _forward_loss(self, x, y, sample_weight, teacher_outputs, training):
         """One student pass and `compute_loss` on it: `(loss, student_outputs,
         labels_ok)`, the last for the step guard."""
-        student_outputs = self.student_extractor(x, training=training)
+        student_outputs = self.student_extractor(self._student_inputs(x), training=training)
         self._step.features = (student_outputs, teacher_outputs)
         self._step.labels_ok = None
         try:
@@ -579,6 +724,9 @@ class VIDDistiller(keras.Model):
                     if self._vid_custom_heads
                     else None
                 ),
+                "teacher_output": self.teacher_output,
+                "student_output": self.student_output,
+                "token_mask": self.token_mask,
             }
         )
         return config

@@ -11,7 +11,9 @@ step and shares its weights with the original model.
 import difflib
 
 import keras
+from keras import tree
 
+from keras_vid import compat
 from keras_vid.flat_graph import PATH_SEPARATOR, cached_flat_graph, flat_graph, nested_function
 
 LOGITS = "logits"
@@ -22,9 +24,10 @@ def pair_key(index):
     return f"pair_{index}"
 
 
-def check_symbolic_model(model, role):
-    """Raise a clear error unless `model` is a single-input, single-output
-    functional or Sequential `keras.Model` (one whose layers can be named)."""
+def check_symbolic_model(model, role, single_io=True):
+    """Raise a clear error unless `model` is a functional or Sequential
+    `keras.Model` (one whose layers can be named); with `single_io` (what
+    `suggest_pairs` needs), one with a single input and a single output."""
     if not isinstance(model, keras.Model):
         raise ValueError(
             f"The {role} must be a `keras.Model`. Received: {role}={type(model).__name__}"
@@ -39,33 +42,201 @@ def check_symbolic_model(model, role):
             "graph, so its intermediate layers cannot be read. Build it with the "
             "functional API or as a `keras.Sequential` that starts with `keras.Input`."
         )
-    if len(inputs) != 1 or len(outputs) != 1:
+    if single_io and (len(inputs) != 1 or len(outputs) != 1):
         raise ValueError(
             f"The {role} model '{model.name}' has {len(inputs)} inputs and "
-            f"{len(outputs)} outputs; VIDDistiller needs exactly one of each "
-            "(the output being the logits)."
+            f"{len(outputs)} outputs; `suggest_pairs` (pairs='auto') needs exactly one of "
+            f"each: name the pairs instead. Received: {role}={model.name!r}"
         )
 
 
-def check_same_inputs(teacher, student):
-    """The teacher and student read the same batch, so their inputs must agree."""
-    t_in, s_in = teacher.inputs[0], student.inputs[0]
+def input_structure(model):
+    """The model's inputs as it takes them: its own structure when it has
+    several inputs or a dict of them, else its one input tensor (so a model
+    built on `[x]` is still fed a bare tensor, without Keras's structure
+    warning)."""
+    if len(model.inputs) > 1:
+        return model.input
+    try:
+        structure = model.input
+    except (AttributeError, ValueError):  # a Sequential that was never called
+        return model.inputs[0]
+    return structure if isinstance(structure, dict) else model.inputs[0]
+
+
+def _path_text(path):
+    return "".join(f"[{key!r}]" for key in path) or "the input"
+
+
+def _structure_text(structure):
+    return str(tree.map_structure(lambda x: (None,) + tuple(x.shape[1:]), structure)).replace(
+        "'", ""
+    )
+
+
+def _check_input_pair(teacher, student, t_in, s_in, where):
     t_shape, s_shape = tuple(t_in.shape[1:]), tuple(s_in.shape[1:])
     compatible = len(t_shape) == len(s_shape) and all(
         a is None or b is None or a == b for a, b in zip(t_shape, s_shape)
     )
+    at = "" if where is None else f" at {where}"
     if not compatible:
         raise ValueError(
-            "The teacher and the student must take the same input shape. Received: "
+            f"The teacher and the student must take the same input shape{at}. Received: "
             f"teacher '{teacher.name}' input shape {(None,) + t_shape}, student "
             f"'{student.name}' input shape {(None,) + s_shape}."
         )
     if t_in.dtype != s_in.dtype:
         raise ValueError(
-            "The teacher and the student must take the same input dtype. Received: "
+            f"The teacher and the student must take the same input dtype{at}. Received: "
             f"teacher '{teacher.name}' input dtype {t_in.dtype}, student "
             f"'{student.name}' input dtype {s_in.dtype}."
         )
+
+
+def check_same_inputs(teacher, student):
+    """The batch's `x` feeds both models, so their inputs must agree.
+
+    The rule: the same structure (one tensor, a list, a dict, nested) with
+    the same shape and dtype at every place, or, for dict inputs, the
+    student's keys a subset of the teacher's (the student reads only those
+    entries of `x`). Returns the student's keys in the subset case (the
+    entries of `x` to pass to the student), else `None`.
+    """
+    single = len(teacher.inputs) == 1 and len(student.inputs) == 1
+    t_struct, s_struct = input_structure(teacher), input_structure(student)
+    if single:
+        _check_input_pair(teacher, student, teacher.inputs[0], student.inputs[0], None)
+        return None
+    if isinstance(t_struct, dict) and isinstance(s_struct, dict):
+        missing = [key for key in s_struct if key not in t_struct]
+        if missing:
+            raise ValueError(
+                f"The student '{student.name}' reads the input key {missing[0]!r}, which the "
+                f"teacher '{teacher.name}' does not take. The batch's x feeds both models, "
+                "so the student's dict inputs must be the teacher's or a subset of them "
+                f"(by key). Received: teacher input keys {sorted(t_struct)}, student "
+                f"input keys {sorted(s_struct)}."
+            )
+        for key in s_struct:
+            _check_input_pair(teacher, student, t_struct[key], s_struct[key], f"key {key!r}")
+        return None if set(s_struct) == set(t_struct) else list(s_struct)
+    try:
+        tree.assert_same_structure(t_struct, s_struct)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "The teacher and the student must take the same input structure (the batch's "
+            "x feeds both), or the student a subset of the teacher's dict inputs, by key. "
+            f"Received: teacher '{teacher.name}' inputs {_structure_text(t_struct)}, "
+            f"student '{student.name}' inputs {_structure_text(s_struct)}."
+        ) from None
+    for (path, t_in), (_, s_in) in zip(
+        tree.flatten_with_path(t_struct), tree.flatten_with_path(s_struct)
+    ):
+        _check_input_pair(teacher, student, t_in, s_in, _path_text(path))
+    return None
+
+
+AUTO_MASK_KEY = "padding_mask"
+
+
+def mask_input_key(teacher, token_mask):
+    """The key of the teacher's dict inputs that holds the padding mask, or
+    `None` (no input mask: Keras masks with `"auto"`, or none at all)."""
+    structure = input_structure(teacher)
+    keys = list(structure) if isinstance(structure, dict) else []
+    if token_mask is None:
+        return None
+    if token_mask == "auto":
+        key = AUTO_MASK_KEY if AUTO_MASK_KEY in keys else None
+    elif not isinstance(token_mask, str):
+        raise ValueError(
+            "`token_mask` must be 'auto', the key of an input (str) or None. "
+            f"Received: token_mask={token_mask!r}"
+        )
+    elif token_mask not in keys:
+        takes = f"the dict inputs {keys}" if keys else "no dict of inputs"
+        raise ValueError(
+            f"`token_mask` names the input {token_mask!r}, but the teacher '{teacher.name}' "
+            f"takes {takes}. Received: token_mask={token_mask!r}"
+        )
+    else:
+        key = token_mask
+    if key is not None and len(structure[key].shape) != 2:
+        raise ValueError(
+            f"The padding mask input {key!r} of the teacher '{teacher.name}' must have shape "
+            f"(batch, tokens). Received: shape {tuple(structure[key].shape)}"
+        )
+    return key
+
+
+def _fits(*lengths):
+    known = {n for n in lengths if n is not None}
+    return len(known) <= 1
+
+
+def token_mask_source(student, teacher, token_mask, mask_input):
+    """Where the padding mask of a (student, teacher) pair of symbolic
+    outputs comes from: `"input"` (`mask_input`, the mask entry of x),
+    `"teacher"` or `"student"` (the Keras mask that output carries), or
+    `None` (not masked). Only rank-3 token features on both sides whose
+    token axes agree with each other and with the mask are masked."""
+    if token_mask is None or len(student.shape) != 3 or len(teacher.shape) != 3:
+        return None
+    tokens = (student.shape[1], teacher.shape[1])
+    if mask_input is not None:
+        return "input" if _fits(*tokens, mask_input.shape[1]) else None
+    if token_mask != "auto":
+        return None
+    for role, tensor in (("teacher", teacher), ("student", student)):
+        mask = compat.keras_mask(tensor)
+        if mask is not None and len(mask.shape) == 2 and _fits(*tokens, mask.shape[1]):
+            return role
+    return None
+
+
+def output_index(model, output, role, argument):
+    """The index in `model.outputs` of the logits output chosen by `output`:
+    `None` (the model's single output), an output name (a dict key of the
+    model's outputs, or the name of the layer that produces it) or an index."""
+    count = len(model.outputs)
+    if output is None and count == 1:
+        return 0
+    # A Sequential has no `output_names`: its output is its last layer's.
+    names = list(getattr(model, "output_names", None) or [model.layers[-1].name])
+    structure = model.output
+    if isinstance(structure, dict):
+        # `model.outputs` follows the sorted keys, as `keras.tree.flatten`.
+        keys = [path[0] for path, _ in tree.flatten_with_path(structure)]
+    else:
+        keys = []
+    if output is None:
+        raise ValueError(
+            f"The {role} model '{model.name}' has {count} outputs ({keys or names}); "
+            f"choose its logits with `{argument}=` (an output name or index). "
+            f"Received: {argument}=None"
+        )
+    if isinstance(output, bool) or not isinstance(output, (int, str)):
+        raise ValueError(
+            f"`{argument}` must be an output name (str) or index (int). "
+            f"Received: {argument}={output!r}"
+        )
+    if isinstance(output, int):
+        if not -count <= output < count:
+            raise ValueError(
+                f"`{argument}` is out of range: the {role} model '{model.name}' has "
+                f"{count} output(s). Received: {argument}={output}"
+            )
+        return output % count
+    for candidates in (keys, names):
+        if output in candidates:
+            return candidates.index(output)
+    raise ValueError(
+        f"The {role} model '{model.name}' has no output named {output!r}. Its outputs: "
+        f"{keys or names}"
+        + (f" (layers {names})" if keys and keys != names else "")
+        + f". Received: {argument}={output!r}"
+    )
 
 
 def _layer_names(model):
@@ -191,13 +362,14 @@ def layer_output(layer, model, role):
     return output
 
 
-def final_softmax(model):
-    """The name of the layer that ends `model` in a softmax (a `Softmax`
-    layer, or any layer with `activation="softmax"`, as `keras.applications`
-    classifiers by default), or `None`."""
+def final_softmax(model, output=0):
+    """The name of the layer that ends `model`'s output number `output` in a
+    softmax (a `Softmax` layer, or any layer with `activation="softmax"`, as
+    `keras.applications` classifiers by default), or `None`."""
     graph = flat_graph(model)
+    target = graph.outputs[output]
     for call in reversed(graph.calls):
-        if any(output is graph.output for output in call.outputs):
+        if any(t is target for t in call.outputs):
             layer = call.layer
             activation = getattr(getattr(layer, "activation", None), "__name__", None)
             if isinstance(layer, keras.layers.Softmax) or activation == "softmax":
@@ -214,28 +386,37 @@ def log_probabilities(probabilities):
     return keras.ops.log(keras.ops.maximum(p, 1.1754944e-38))
 
 
-def feature_extractor(model, features, name, softmax_output=False):
+def mask_key(key):
+    """The extractor output key of the Keras mask of output `key`."""
+    return f"{key}_mask"
+
+
+def feature_extractor(model, features, name, softmax_output=False, output=0, masks=()):
     """A functional model that returns `{"logits": ..., key: feature, ...}`.
 
-    One call yields the model's output and every paired feature, so the
-    network runs once per step. Dict outputs avoid the one-element-list
-    pitfall (a bare tensor iterated over the batch on JAX and PyTorch).
+    One call yields the model's logits (its output number `output`) and
+    every paired feature, so the network runs once per step. Dict outputs
+    avoid the one-element-list pitfall (a bare tensor iterated over the batch
+    on JAX and PyTorch). It takes the model's one input tensor, or the
+    model's own input structure (dict, list, nested) when it has several.
     When a feature comes from a nested model (a path in `pairs`), the
     extractor is built on the model's `FlatGraph`, logits included, so the
-    nested model is not run a second time. With `softmax_output`, the
-    model's output and any feature that is it are returned as
-    `log_probabilities` (logits for KD and VID-LP).
+    nested model is not run a second time. With `softmax_output`, the logits
+    and any feature that is them are returned as `log_probabilities` (logits
+    for KD and VID-LP). For every key in `masks` (`"logits"` or a feature
+    key) the Keras mask that output carries is returned too, under
+    `mask_key(key)`.
     """
-    output = model.outputs[0]
+    logits = model.outputs[output]
     graph = cached_flat_graph(model)
     if graph is not None and any(graph.owns(t) for t in features.values()):
-        inputs, logits = graph.inputs, graph.output
         features = {key: graph.flat(t) for key, t in features.items()}
-        output = graph.output
-    else:
-        inputs, logits = model.inputs[0], output
+        logits = graph.outputs[output]
+    source = logits
     if softmax_output:
         logits = log_probabilities(logits)
     outputs = {LOGITS: logits}
-    outputs.update({key: logits if t is output else t for key, t in features.items()})
-    return keras.Model(inputs, outputs, name=name)
+    outputs.update({key: logits if t is source else t for key, t in features.items()})
+    tensors = dict(features, **{LOGITS: source})
+    outputs.update({mask_key(key): compat.keras_mask(tensors[key]) for key in masks})
+    return keras.Model(input_structure(model), outputs, name=name)

@@ -54,7 +54,9 @@ class FlatGraph:
     model's boundary).
 
     Args:
-        model: a single-input, single-output functional or Sequential model.
+        model: a functional or Sequential model (any input and output
+            structure: `inputs` is the model's own input structure, `outputs`
+            the flat list of its outputs and `output` the first of them).
 
     Example:
 
@@ -73,13 +75,14 @@ class FlatGraph:
                 "flatten."
             )
         self.model = model
-        self.inputs = model.inputs[0]
+        self.input_tensors = list(model.inputs)
+        self.inputs = model.inputs[0] if len(model.inputs) == 1 else model.input
         self.calls = []
         self._flat = {}  # id(original tensor) -> flat tensor, or None when ambiguous
         self._originals = []  # keeps the original tensors (and so their ids) alive
         self._flat_ids = set()
-        outputs = self._trace(function, [self.inputs], (), {})
-        self.output = outputs[0]
+        self.outputs = self._trace(function, self.input_tensors, (), {})
+        self.output = self.outputs[0]
 
     def _trace(self, function, inputs, prefix, context):
         tensors = {}
@@ -131,7 +134,7 @@ class FlatGraph:
 
     def owns(self, tensor):
         """Whether `tensor` is one of this flat graph's tensors."""
-        return id(tensor) in self._flat_ids or tensor is self.inputs
+        return id(tensor) in self._flat_ids or any(tensor is x for x in self.input_tensors)
 
     def flat(self, tensor, role="model"):
         """The flat graph's tensor for a tensor of the original (outer or nested) graph."""

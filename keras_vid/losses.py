@@ -13,7 +13,7 @@ from keras import ops
 REDUCTIONS = ("mean", "sum")
 
 
-def gaussian_nll(teacher, mean, std, reduction="mean"):
+def gaussian_nll(teacher, mean, std, reduction="mean", mask=None):
     """Per-example negative log-likelihood of `teacher` under N(mean, std²).
 
     The constant `0.5 * log(2π)` is dropped, as in the paper:
@@ -28,6 +28,11 @@ def gaussian_nll(teacher, mean, std, reduction="mean"):
             default) or `"sum"`; anything else raises `ValueError`. `"mean"`
             averages them (so a weight of 1 suits any layer size); `"sum"`
             sums them (the paper's form).
+        mask: optional padding mask for token features `(batch, tokens,
+            channels)`: shape `(batch, tokens)`, true (or non-zero) at real
+            tokens. Padded tokens are left out exactly: the reduction runs
+            over the real tokens × channels only, their gradient is zero,
+            and an example without real tokens contributes 0.
 
     Returns:
         A float32 tensor of shape `(batch,)`.
@@ -43,6 +48,8 @@ def gaussian_nll(teacher, mean, std, reduction="mean"):
     std = np.ones((3,), "float32")
     gaussian_nll(teacher, mean, std)  # [0.125, 0.125]: log 1 + 0.5² / 2
     gaussian_nll(teacher, mean, std, reduction="sum")  # [6., 6.]: 48 elements
+    mask = np.array([[1, 1, 1, 0], [1, 0, 0, 0]])  # real tokens of (2, 4, 3) features
+    gaussian_nll(teacher[:, 0], mean[:, 0], std, mask=mask)  # [0.125, 0.125]
     ```
     """
     if reduction not in REDUCTIONS:
@@ -57,6 +64,20 @@ def gaussian_nll(teacher, mean, std, reduction="mean"):
     # product (the reduction's backward included), which is what a step pays
     # on large feature maps, where these elementwise passes are memory-bound.
     scaled_error = ops.square(teacher - mean) * (0.5 / ops.square(std))
+    if mask is not None:
+        mask = ops.convert_to_tensor(mask)
+        if len(scaled_error.shape) != 3 or not _same_tokens(scaled_error.shape, mask.shape):
+            raise ValueError(
+                "gaussian_nll: a padding `mask` of shape (batch, tokens) applies to token "
+                "features of shape (batch, tokens, channels). Received: teacher shape "
+                f"{tuple(teacher.shape)}, mask shape {tuple(mask.shape)}"
+            )
+        # Mean over channels first: every real token has all its channels, so
+        # the mean over real tokens of these is the mean over tokens × channels.
+        per_token = ops.mean(scaled_error, axis=-1) + ops.mean(ops.log(std))
+        if reduction == "sum":
+            per_token = per_token * float(scaled_error.shape[-1])
+        return reduce_tokens(per_token, mask, reduction)
     axes = tuple(range(1, len(scaled_error.shape)))
     if not axes:
         return scaled_error + ops.log(std)
@@ -65,6 +86,63 @@ def gaussian_nll(teacher, mean, std, reduction="mean"):
     if reduction == "sum":
         return ops.sum(scaled_error, axis=axes) + log_std * _elements_per_example(scaled_error)
     return ops.mean(scaled_error, axis=axes) + log_std
+
+
+def reduce_tokens(values, mask=None, reduction="mean"):
+    """Per-example mean (or sum) of per-token values over the real tokens.
+
+    Args:
+        values: per-token values, shape `(batch, tokens)`.
+        mask: `None` (every token is real) or the padding mask, shape
+            `(batch, tokens)`, true (or non-zero) at real tokens.
+        reduction: `"mean"` over the real tokens or `"sum"`.
+
+    Returns:
+        A float32 tensor of shape `(batch,)`. Padded tokens get a zero
+        gradient (they are selected out, not multiplied by 0, so a non-finite
+        value there does not leak in), and an example without real tokens
+        gives 0, not NaN.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_vid.losses import reduce_tokens
+
+    values = np.array([[1.0, 3.0, 9.0], [2.0, 5.0, 7.0]], "float32")
+    reduce_tokens(values, mask=np.array([[1, 1, 0], [0, 0, 0]]))  # [2., 0.]
+    ```
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            f"`reduction` must be one of {REDUCTIONS}. Received: reduction={reduction!r}"
+        )
+    values = ops.cast(values, "float32")
+    if mask is not None:
+        mask = ops.convert_to_tensor(mask)
+    if mask is None:
+        reduce = ops.sum if reduction == "sum" else ops.mean
+        return reduce(values, axis=tuple(range(1, len(values.shape))))
+    if len(values.shape) != 2 or not _same_tokens(values.shape, mask.shape):
+        raise ValueError(
+            "reduce_tokens: per-token values and the padding mask must both have shape "
+            f"(batch, tokens). Received: values shape {tuple(values.shape)}, mask shape "
+            f"{tuple(mask.shape)}"
+        )
+    real = ops.greater(ops.cast(mask, "float32"), 0.0)
+    total = ops.sum(ops.where(real, values, ops.zeros_like(values)), axis=1)
+    if reduction == "sum":
+        return total
+    count = ops.sum(ops.cast(real, "float32"), axis=1)
+    return total / ops.maximum(count, 1.0)
+
+
+def _same_tokens(shape, mask_shape):
+    """Whether a `(batch, tokens)` mask fits `shape`'s first two axes (unknown
+    sizes fit anything)."""
+    return len(mask_shape) == 2 and all(
+        a is None or b is None or a == b for a, b in zip(shape[:2], mask_shape)
+    )
 
 
 def _elements_per_example(x):

@@ -19,7 +19,11 @@ class PairLoss(keras.layers.Layer):
       `(batch,)`, float32. The distiller averages it over the batch (with the
       sample weights) and multiplies it by the pair's `vid_weight`. The
       teacher feature is a constant of the step; the loss's gradient reaches
-      the student feature and the layer's own weights.
+      the student feature and the layer's own weights. On a pair of token
+      features `(batch, tokens, dim)` with a padding mask, the distiller
+      passes it as `padding_mask` (`(batch, tokens)`, true at real tokens):
+      a pair loss used there must accept it, e.g.
+      `call(student, teacher, training=None, padding_mask=None)`.
 
     Like `keras.distillation.DistillationLoss`, a pair loss is a small
     object with one job; unlike it, it may own trainable weights (a
@@ -43,6 +47,11 @@ class PairLoss(keras.layers.Layer):
 
     def build(self, student_shape, teacher_shape):
         self.built = True
+
+    def compute_mask(self, *args, **kwargs):
+        """None: a pair loss consumes its inputs' Keras masks (the distiller
+        passes the padding mask explicitly); its per-example output has none."""
+        return None
 
     def call(self, student, teacher, training=None):
         raise NotImplementedError(

@@ -41,6 +41,12 @@ class VIDHead(PairLoss):
     - vector → map: Dense then reshape (e.g. a CNN teacher and an MLP student).
     - map → vector: global average pooling then Dense.
 
+    Token features `(batch, tokens, dim)` are rank-3 maps: μ is pointwise on
+    `dim` and σ is per `dim`. `head(s, t, padding_mask=mask)` with a
+    `(batch, tokens)` mask (true at real tokens) averages the NLL over the
+    real tokens × dims only (sums with `reduction="sum"`); padded tokens get
+    no gradient and an all-padding example contributes 0.
+
     The teacher input is passed through `stop_gradient`; the NLL is computed
     in float32 whatever the dtype policy (the regressor itself follows the
     policy).
@@ -278,18 +284,35 @@ class VIDHead(PairLoss):
             t = self.teacher_pool(t)
         return t
 
-    def call(self, student, teacher, training=None):
+    def call(self, student, teacher, training=None, padding_mask=None):
+        """The per-example NLL, shape `(batch,)`. `padding_mask`, shape
+        `(batch, tokens)`, true at real tokens, leaves the padded tokens of
+        `(batch, tokens, dim)` features out exactly (`gaussian_nll`'s `mask`):
+        μ is pointwise, so a token's prediction reads that token alone."""
+        if padding_mask is not None and (
+            self.student_pool is not None
+            or self.teacher_pool is not None
+            or len(self.teacher_shape) != 3
+            or len(self.student_shape) != 3
+        ):
+            raise ValueError(
+                f"{self._who()}: a `padding_mask` applies to token features of the same "
+                "length on both sides, (batch, tokens, dim), which the head regresses "
+                "token by token. Received: student shape "
+                f"{self.student_shape}, teacher shape {self.teacher_shape}"
+            )
         return gaussian_nll(
             self.target(teacher),
             self.mean(student, training=training),
             self.std,
             reduction=self.reduction,
+            mask=padding_mask,
         )
 
-    def compute_output_shape(self, student_shape, teacher_shape):
+    def compute_output_shape(self, student_shape, teacher_shape, padding_mask=None):
         return (student_shape[0],)
 
-    def compute_output_spec(self, student, teacher, training=None):
+    def compute_output_spec(self, student, teacher, training=None, padding_mask=None):
         return keras.KerasTensor((student.shape[0],), dtype="float32")
 
     def get_config(self):
