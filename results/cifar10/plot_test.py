@@ -24,6 +24,12 @@ ROWS = [
     ("VID-I λ 1, σ² ≥ 0.001 (round 1)", "vid-i", None),
     ("VID-I λ 10, σ² ≥ 0.001", "vid-i", "vid-i-weight-10"),
     ("VID-I λ 10, σ² ≥ 0.01 (the new defaults)", "vid-i", "vid-i-weight-10-floor-0-01"),
+    ("FitNet λ 30, pre-activation pairs", "fitnet", "fitnet-pre-activation-weight-30"),
+    (
+        "VID-I λ 10, σ² ≥ 0.1, pre-activation pairs",
+        "vid-i",
+        "vid-i-pre-activation-weight-10-floor-0-1",
+    ),
 ]
 
 
