@@ -115,3 +115,15 @@ def test_compiled_metrics_holds_the_compile_metrics():
     x, y = np.ones((4, 3), "float32"), np.zeros((4, 2), "float32")
     model.evaluate(x, y, verbose=0)
     assert set(metrics.result()) == {"mae"}
+
+
+def test_keras_mask_reads_the_mask_a_symbolic_output_carries():
+    tokens = keras.Input((5,), dtype="int32")
+    embedded = keras.layers.Embedding(10, 4, mask_zero=True)(tokens)
+    mask = compat.keras_mask(embedded)
+    assert mask is not None and tuple(mask.shape) == (None, 5)
+    assert compat.keras_mask(keras.layers.Dense(3)(keras.Input((4,)))) is None
+    # The mask is the one the layer computes: false at token id 0.
+    model = keras.Model(tokens, mask)
+    out = to_numpy(model(np.array([[3, 0, 2, 0, 0]], "int32")))
+    np.testing.assert_array_equal(out, [[True, False, True, False, False]])
