@@ -12,6 +12,7 @@ import dataclasses
 import keras
 
 from keras_vid.text import shape_text
+from keras_vid.token_pooling import TokenPooling, grid_side
 
 MAP_RANKS = (3, 4)
 SUPPORTED_RANKS = (2,) + MAP_RANKS
@@ -93,6 +94,9 @@ def plan_regressor(
     depth=None,
     hidden_width=None,
     use_batch_norm=False,
+    class_tokens=0,
+    drop_class_tokens=False,
+    token_grid=False,
     owner="VIDHead",
 ):
     """Choose the pooling and regressor layers for one (student, teacher) pair.
@@ -109,6 +113,9 @@ def plan_regressor(
         use_batch_norm: `False`; `True` or `"hidden"` for BatchNormalization
             before each hidden ReLU; `"all"` for BatchNormalization after
             every layer, the last included (its layers then have no bias).
+        class_tokens, drop_class_tokens, token_grid: how token features
+            `(batch, tokens, dim)` of different lengths are brought to one
+            length (see `VIDHead`); ignored for other ranks.
         owner: name used in error messages.
 
     Returns:
@@ -156,10 +163,18 @@ def plan_regressor(
     layers = []
     target_shape = teacher_shape
 
-    if both_maps:
+    if both_maps and s_rank == 3 and (class_tokens or drop_class_tokens or token_grid):
+        student_pool, teacher_pool, length = _token_pools(
+            student_shape, teacher_shape, class_tokens, drop_class_tokens, token_grid, owner
+        )
+        target_shape = (teacher_shape[0], length, teacher_channels)
+        layers = _stack(widths, teacher_channels, False, use_batch_norm, "mean")
+    elif both_maps:
         s_space, t_space = student_shape[1:-1], teacher_shape[1:-1]
         if s_space != t_space:
             if any(d is None for d in s_space + t_space):
+                if s_rank == 3:
+                    raise _lengths_error(owner, student_shape[1], teacher_shape[1])
                 raise ValueError(
                     f"{owner}: cannot map {pair}: the spatial sizes differ and are not "
                     "all known, so the pooling to the smaller map cannot be chosen."
@@ -183,3 +198,52 @@ def plan_regressor(
         layers = _stack(widths, units, True, use_batch_norm, "mean")
         layers.append(keras.layers.Reshape(teacher_shape[1:], name="mean_reshape"))
     return RegressorPlan(student_pool, teacher_pool, layers, target_shape)
+
+
+def _lengths_error(owner, student_length, teacher_length):
+    return ValueError(
+        f"{owner}: the student's and the teacher's token features differ in length and "
+        "one is unknown, so the longer cannot be pooled to the shorter. Build the "
+        "models on inputs of a fixed length, or pair layers of equal length. Received: "
+        f"student tokens {student_length}, teacher tokens {teacher_length}"
+    )
+
+
+def _token_pools(student_shape, teacher_shape, class_tokens, drop, grid, owner):
+    """`TokenPooling` for each side (or `None`) and the common length: the
+    patch tokens after `class_tokens` pooled to the shorter patch sequence
+    (as square grids with `grid`), class tokens kept in front unless `drop`."""
+    lengths = {"student": student_shape[1], "teacher": teacher_shape[1]}
+    for role, length in lengths.items():
+        if length is not None and length <= class_tokens:
+            raise ValueError(
+                f"{owner}: the {role} feature has {length} tokens, no patch token after "
+                f"`class_tokens={class_tokens}`. Received: {role} shape "
+                f"{shape_text((student_shape, teacher_shape)[role == 'teacher'])}"
+            )
+    if None in lengths.values():
+        if lengths["student"] != lengths["teacher"]:
+            raise _lengths_error(owner, lengths["student"], lengths["teacher"])
+        if grid:
+            raise ValueError(
+                f"{owner}: `token_grid=True` needs token features of known length. "
+                f"Received: student tokens {lengths['student']}, teacher tokens "
+                f"{lengths['teacher']}"
+            )
+        patches = {role: None for role in lengths}
+        common = None
+    else:
+        patches = {role: length - class_tokens for role, length in lengths.items()}
+        if grid:
+            side = min(grid_side(n, role, owner) for role, n in patches.items())
+            common = side * side
+        else:
+            common = min(patches.values())
+    pools = [
+        TokenPooling(common, class_tokens, not drop, grid, name=f"{role}_pool")
+        if drop or patches[role] != common
+        else None
+        for role in ("student", "teacher")
+    ]
+    kept = 0 if drop else class_tokens
+    return pools[0], pools[1], None if common is None else common + kept

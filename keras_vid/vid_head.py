@@ -45,7 +45,12 @@ class VIDHead(PairLoss):
     `dim` and σ is per `dim`. `head(s, t, padding_mask=mask)` with a
     `(batch, tokens)` mask (true at real tokens) averages the NLL over the
     real tokens × dims only (sums with `reduction="sum"`); padded tokens get
-    no gradient and an all-padding example contributes 0.
+    no gradient and an all-padding example contributes 0. Token features
+    of different lengths (two ViTs with different patch sizes) are pooled
+    like maps: the longer patch sequence is average-pooled to the shorter,
+    after `class_tokens` leading tokens that are paired one to one
+    (or dropped from the loss with `drop_class_tokens=True`); with
+    `token_grid=True` the patches are pooled as the square grid they are.
 
     The teacher input is passed through `stop_gradient`; the NLL is computed
     in float32 whatever the dtype policy (the regressor itself follows the
@@ -93,6 +98,17 @@ class VIDHead(PairLoss):
         learn_variance: train α (default). `False` keeps σ² at
             `init_variance`: with `init_variance=1` the loss is half the MSE
             (FitNet), the paper's special case.
+        class_tokens: number of leading tokens of a token pair (a ViT's
+            class token: 1; with distillation token: 2) that summarise the
+            input rather than a place in it: they are left out when the
+            patch tokens are pooled to the other side's length. Default 0
+            (every token is pooled alike). Token pairs (rank 3) only.
+        drop_class_tokens: `False` (default) regresses the class tokens one
+            to one, as part of the loss; `True` leaves them out of it.
+        token_grid: `True` when the patch tokens (after the class tokens)
+            are a square grid in row-major order, as a ViT's: patches are
+            then pooled per image axis (4×4 → 2×2 averages 2×2 blocks), not
+            by runs of consecutive tokens. A non-square count is an error.
         **kwargs: standard `keras.layers.Layer` arguments (`name`, `dtype`...).
 
     Example:
@@ -115,6 +131,9 @@ class VIDHead(PairLoss):
         learn_variance=True,
         min_variance=0.01,
         alpha_gradient_scale="channels",
+        class_tokens=0,
+        drop_class_tokens=False,
+        token_grid=False,
         **kwargs,
     ):
         kwargs.pop("autocast", None)
@@ -182,6 +201,19 @@ class VIDHead(PairLoss):
                 f"{self._who()}: `reduction` must be one of {REDUCTIONS}. "
                 f"Received: reduction={reduction!r}"
             )
+        if isinstance(class_tokens, bool) or not isinstance(class_tokens, int) or class_tokens < 0:
+            raise ValueError(
+                f"{self._who()}: `class_tokens` must be an integer ≥ 0. "
+                f"Received: class_tokens={class_tokens!r}"
+            )
+        if drop_class_tokens and not class_tokens:
+            raise ValueError(
+                f"{self._who()}: `drop_class_tokens=True` needs `class_tokens` ≥ 1 (how "
+                f"many leading tokens to drop). Received: class_tokens={class_tokens!r}"
+            )
+        self.class_tokens = class_tokens
+        self.drop_class_tokens = bool(drop_class_tokens)
+        self.token_grid = bool(token_grid)
         self.depth = depth
         self.hidden_width = list(hidden_width) if isinstance(hidden_width, tuple) else hidden_width
         self.use_batch_norm = (
@@ -212,6 +244,9 @@ class VIDHead(PairLoss):
             depth=self.depth,
             hidden_width=self.hidden_width,
             use_batch_norm=self.use_batch_norm,
+            class_tokens=self.class_tokens,
+            drop_class_tokens=self.drop_class_tokens,
+            token_grid=self.token_grid,
             owner=self._who(),
         )
         self.student_shape = tuple(student_shape)
@@ -328,6 +363,9 @@ class VIDHead(PairLoss):
                 "learn_variance": self.learn_variance,
                 "min_variance": self.min_variance,
                 "alpha_gradient_scale": self.alpha_gradient_scale,
+                "class_tokens": self.class_tokens,
+                "drop_class_tokens": self.drop_class_tokens,
+                "token_grid": self.token_grid,
             }
         )
         return config

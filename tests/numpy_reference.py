@@ -31,6 +31,28 @@ def adaptive_average_pool(x, output_size):
     return x
 
 
+def token_pool(x, length, class_tokens=0, keep_class_tokens=True, grid=False):
+    """`TokenPooling` in NumPy: the tokens after `class_tokens` averaged to
+    `length` (runs of consecutive tokens, or square blocks with `grid`)."""
+    x = np.asarray(x, dtype="float64")
+    lead, patches = x[:, :class_tokens], x[:, class_tokens:]
+    if length is not None and grid:
+        side, out = math.isqrt(patches.shape[1]), math.isqrt(length)
+        image = patches.reshape(x.shape[0], side, side, x.shape[-1])  # row-major grid
+        patches = adaptive_average_pool(image, (out, out)).reshape(x.shape[0], length, -1)
+    elif length is not None:
+        patches = adaptive_average_pool(patches, (length,))
+    return np.concatenate([lead, patches], axis=1) if keep_class_tokens else patches
+
+
+def _pool(pool, x):
+    if pool is None:
+        return np.asarray(x, dtype="float64")
+    if hasattr(pool, "output_size"):
+        return adaptive_average_pool(x, pool.output_size)
+    return token_pool(x, pool.length, pool.class_tokens, pool.keep_class_tokens, pool.grid)
+
+
 def _layer(layer, x):
     w = [keras.ops.convert_to_numpy(v).astype("float64") for v in layer.weights]
     if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
@@ -54,19 +76,14 @@ def _layer(layer, x):
 
 def head_mean(head, student):
     """μ(s) of a built `VIDHead`, evaluated in NumPy (inference mode)."""
-    x = np.asarray(student, dtype="float64")
-    if head.student_pool is not None:
-        x = adaptive_average_pool(x, head.student_pool.output_size)
+    x = _pool(head.student_pool, student)
     for layer in head.regressor:
         x = _layer(layer, x)
     return x
 
 
 def head_target(head, teacher):
-    t = np.asarray(teacher, dtype="float64")
-    if head.teacher_pool is not None:
-        t = adaptive_average_pool(t, head.teacher_pool.output_size)
-    return t
+    return _pool(head.teacher_pool, teacher)
 
 
 def head_std(head):
