@@ -28,6 +28,22 @@ feature before its activation (a plain CNN's last BatchNormalization, a
 post-activation ResNet's `Add`). A pre-activation network's group output
 already is one.
 
+Transformer stacks (token features `(batch, tokens, dim)`) are found
+apart from maps:
+
+- A *block* is a rank-3 cut point whose layer is built from other layers
+  and returns the shape it takes: a KerasHub `TransformerEncoder` or
+  `TransformerDecoder` (`"bert_backbone/transformer_layer_3"`), or your own
+  block layer. A transformer written out layer by layer in a functional
+  model (attention, `Add`, `LayerNormalization`) has no such layer: name
+  its pairs instead.
+- The *embeddings* stage is the last rank-3 cut point before the first
+  block, skipping back over dropout (`embeddings_layer_norm`).
+- With a stack on both sides, the student's block m (of M) is paired with
+  the teacher's block round(m · N / M) (of N), TinyBERT's uniform mapping
+  (m ↔ m·k with k = N / M), and embeddings with embeddings. The other
+  rank-3 layers of a model with a stack are not map stages.
+
 The vector stage is the penultimate vector (the last cut point of rank 2
 before the output, e.g. `pool`) and the logits are the model's output.
 """
@@ -65,7 +81,8 @@ ACTIVATION_LAYERS = (
 @dataclasses.dataclass
 class Stage:
     """A stage end: its layer path, output shape (batch included) and kind
-    (`"map"`, `"vector"` for the penultimate vector, or `"logits"`)."""
+    (`"map"`, `"embeddings"` or `"block"` of a transformer stack, `"vector"`
+    for the penultimate vector, or `"logits"`)."""
 
     path: str
     shape: tuple
@@ -89,7 +106,7 @@ def model_stages(model, role="model", feature_point="output"):
     vector and the logits (each when present). See the module docstring.
 
     Args:
-        model: a single-input, single-output functional or Sequential model.
+        model: a single-output functional or Sequential model (any inputs).
         role: how errors name the model (`"teacher"`, `"student"`).
         feature_point: `"output"` or `"pre-activation"` (map stages ending
             in an activation layer are read at its input).
@@ -101,7 +118,13 @@ def model_stages(model, role="model", feature_point="output"):
         raise ValueError(
             f"`feature_point` must be one of {FEATURE_POINTS}. Received: {feature_point!r}"
         )
-    check_symbolic_model(model, role)
+    check_symbolic_model(model, role, single_io=False)
+    if len(model.outputs) != 1:
+        raise ValueError(
+            f"The {role} model '{model.name}' has {len(model.outputs)} outputs; "
+            "`suggest_pairs` (pairs='auto') needs a single-output model: name the pairs "
+            f"instead. Received: {role}={model.name!r}"
+        )
     graph = flat_graph(model)
     calls = graph.calls
     producer = {id(t): i for i, call in enumerate(calls) for t in call.outputs}
@@ -133,10 +156,13 @@ def model_stages(model, role="model", feature_point="output"):
     def shape(index):
         return tuple(calls[index].outputs[0].shape)
 
+    blocks = [i for i in cuts if i != out and _is_block(calls[i])]
     runs = []
     for index in cuts:
         if index == out or not _is_map(shape(index)):
             continue
+        if blocks and len(shape(index)) == 3:
+            continue  # token features: the stack's stages, below
         resolution = shape(index)[1:-1]
         if any(d is None for d in resolution):
             raise ValueError(
@@ -163,6 +189,17 @@ def model_stages(model, role="model", feature_point="output"):
         if feature_point == "pre-activation":
             end = _before_activation(end, calls, producer)
         stages.append(Stage(calls[end].path, shape(end), "map"))
+    if blocks:
+        before = [i for i in cuts if i < blocks[0] and len(shape(i)) == 3]
+        if before:
+            end = before[-1]
+            while (
+                isinstance(calls[end].layer, PASSTHROUGH_LAYERS)
+                and _previous(before, end) is not None
+            ):
+                end = _previous(before, end)
+            stages.append(Stage(calls[end].path, shape(end), "embeddings"))
+        stages += [Stage(calls[i].path, shape(i), "block") for i in blocks]
     vectors = [i for i in cuts if i < out and len(shape(i)) == 2]
     if vectors:
         end = vectors[-1]
@@ -174,6 +211,42 @@ def model_stages(model, role="model", feature_point="output"):
         stages.append(Stage(calls[end].path, shape(end), "vector"))
     stages.append(Stage(calls[out].path, shape(out), "logits"))
     return stages
+
+
+def _is_block(call):
+    """A transformer block: one call of a layer made of layers that maps
+    `(batch, tokens, dim)` to the same shape."""
+    layer = call.layer
+    if not call.inputs or len(call.outputs[0].shape) != 3:
+        return False
+    if tuple(call.inputs[0].shape) != tuple(call.outputs[0].shape) or not layer.weights:
+        return False
+    for value in vars(layer).values():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, keras.layers.Layer) for v in values):
+            return True
+    return False
+
+
+def _block_pairs(student_stages, teacher_stages):
+    """TinyBERT's uniform mapping: embeddings ↔ embeddings, student block m
+    of M ↔ teacher block round(m · N / M) of N (1-based)."""
+    s_blocks = [s for s in student_stages if s.kind == "block"]
+    t_blocks = [s for s in teacher_stages if s.kind == "block"]
+    if not s_blocks or not t_blocks:
+        return []
+    chosen = []
+    s_emb = next((s for s in student_stages if s.kind == "embeddings"), None)
+    t_emb = next((s for s in teacher_stages if s.kind == "embeddings"), None)
+    if s_emb is not None and t_emb is not None:
+        chosen.append((s_emb, t_emb, "embeddings"))
+    m_total, n_total = len(s_blocks), len(t_blocks)
+    for m, stage in enumerate(s_blocks, start=1):
+        n = min(n_total, max(1, round(m * n_total / m_total)))
+        chosen.append(
+            (stage, t_blocks[n - 1], f"block {m}/{m_total} ↔ {n}/{n_total} (uniform)")
+        )
+    return chosen
 
 
 def _previous(items, item):
@@ -267,7 +340,9 @@ def suggest_pairs(
     """Suggest VID pairs: matching stage ends of `student` and `teacher`.
 
     Map stages are paired when their spatial resolutions are equal (a
-    stage at a resolution the other model lacks is left out). The student's
+    stage at a resolution the other model lacks is left out). Transformer
+    stacks are paired block by block with TinyBERT's uniform mapping, plus
+    embeddings ↔ embeddings (see the module docstring). The student's
     penultimate vector paired with the teacher's logits (VID-LP) is added
     when `logits=True`, or with the default `"auto"` only when no map pair
     exists (for instance an MLP student): with map pairs the suggestion is
@@ -308,6 +383,7 @@ def suggest_pairs(
         if stage.kind == "map" and stage.resolution in teacher_maps:
             size = "×".join(str(d) for d in stage.resolution)
             chosen.append((stage, teacher_maps[stage.resolution], f"{size} stage end"))
+    chosen += _block_pairs(student_stages, teacher_stages)
     s_vector = next((s for s in student_stages if s.kind == "vector"), None)
     t_logits = next(s for s in teacher_stages if s.kind == "logits")
     if (logits is True or (logits == AUTO and not chosen)) and s_vector is not None:

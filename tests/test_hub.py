@@ -7,7 +7,7 @@ import numpy_reference as ref
 import pytest
 from conftest import to_numpy, weights_of
 
-from keras_vid import VIDDistiller
+from keras_vid import VIDDistiller, suggest_pairs
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -96,3 +96,80 @@ def test_a_gpt2_student_trains_on_a_gpt2_teacher(distiller):
     )
     logits = to_numpy(distiller.predict(x, verbose=0))
     np.testing.assert_allclose(logits, to_numpy(distiller.student(x)), rtol=1e-5, atol=1e-5)
+
+
+def bert_classifier(name, layers, hidden):
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=VOCAB,
+        num_layers=layers,
+        num_heads=2,
+        hidden_dim=hidden,
+        intermediate_dim=2 * hidden,
+        max_sequence_length=16,
+        name=f"{name}_backbone",
+    )
+    return keras_hub.models.BertTextClassifier(
+        backbone=backbone, num_classes=2, preprocessor=None, name=name
+    )
+
+
+def test_suggest_pairs_maps_bert_stacks_uniformly_and_the_pairs_train():
+    keras.utils.set_random_seed(0)
+    teacher, student = bert_classifier("teacher", 4, 16), bert_classifier("student", 2, 8)
+    pairs = suggest_pairs(teacher, student)
+    assert pairs == [
+        ("student_backbone/embeddings_layer_norm", "teacher_backbone/embeddings_layer_norm"),
+        ("student_backbone/transformer_layer_0", "teacher_backbone/transformer_layer_1"),
+        ("student_backbone/transformer_layer_1", "teacher_backbone/transformer_layer_3"),
+    ]
+    distiller = VIDDistiller(teacher, student, pairs="auto")
+    sources = {f"pair_{i}": "input" for i in range(3)}
+    assert distiller._mask_sources == {**sources, "logits": None}  # sentence logits: no mask
+    distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x, mask = batch()
+    x["segment_ids"] = np.zeros_like(x["token_ids"])
+    before = weights_of(distiller.student)
+    logs = distiller.train_on_batch(x, np.array([0, 1, 0, 1]), return_dict=True)
+    assert all(np.isfinite(logs[f"vid_{i}"]) for i in range(3))
+    assert any(not np.allclose(b, a) for b, a in zip(before, weights_of(distiller.student)))
+
+
+def test_suggest_pairs_maps_a_gpt2_stack_onto_a_one_layer_student():
+    teacher, student = causal_lm("teacher", 4, 16), causal_lm("student", 1, 8)
+    assert suggest_pairs(teacher, student) == [
+        ("student_backbone/embeddings_add", "teacher_backbone/embeddings_add"),
+        ("student_backbone/transformer_layer_0", "teacher_backbone/transformer_layer_3"),
+    ]
+
+
+def test_vits_with_different_patch_sizes_pair_their_encoders_class_token_apart():
+    keras.utils.set_random_seed(0)
+
+    def vit(name, patch, hidden):
+        backbone = keras_hub.models.ViTBackbone(
+            image_shape=(16, 16, 3),
+            patch_size=patch,
+            num_layers=1,
+            num_heads=2,
+            hidden_dim=hidden,
+            mlp_dim=2 * hidden,
+            name=f"{name}_backbone",
+        )
+        return keras_hub.models.ViTImageClassifier(
+            backbone=backbone, num_classes=3, preprocessor=None, name=name
+        )
+
+    teacher, student = vit("teacher", 4, 16), vit("student", 8, 8)
+    pairs = suggest_pairs(teacher, student)
+    assert pairs[-1] == ("student_backbone/vit_encoder", "teacher_backbone/vit_encoder")
+    distiller = VIDDistiller(
+        teacher, student, pairs=pairs, head_options={"class_tokens": 1, "token_grid": True}
+    )
+    head = distiller.heads[-1]
+    # 1 + 4×4 teacher patches pooled to the student's 1 + 2×2.
+    assert head.teacher_shape[1:] == (17, 16) and head.student_shape[1:] == (5, 8)
+    assert head.teacher_pool.grid and head.teacher_pool.length == 4
+    distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    images = np.random.default_rng(0).random((2, 16, 16, 3)).astype("float32")
+    logs = distiller.train_on_batch(images, np.array([0, 2]), return_dict=True)
+    assert np.isfinite(logs["loss"])

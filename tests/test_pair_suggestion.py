@@ -186,3 +186,69 @@ def test_pre_activation_reads_each_stage_before_its_final_activation():
     )
     with pytest.raises(ValueError, match="`feature_point` must be one of"):
         suggest_pairs(teacher, student, feature_point="before")
+
+
+@keras.saving.register_keras_serializable(package="keras_vid_tests")
+class ResidualBlock(keras.layers.Layer):
+    """A transformer-like block: a layer made of layers, (batch, tokens, dim) in and out."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.norm = keras.layers.LayerNormalization()
+        self.mlp = keras.layers.Dense(1)
+
+    def build(self, input_shape):
+        self.norm.build(input_shape)
+        self.mlp = keras.layers.Dense(input_shape[-1])
+        self.mlp.build(input_shape)
+
+    def call(self, x):
+        return x + self.mlp(self.norm(x))
+
+
+def token_model(name, blocks, dim):
+    tokens = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(20, dim, name=f"{name}_embedding")(tokens)
+    x = keras.layers.LayerNormalization(name=f"{name}_embedding_norm")(x)
+    x = keras.layers.Dropout(0.1, name=f"{name}_embedding_dropout")(x)
+    for i in range(blocks):
+        x = ResidualBlock(name=f"{name}_block{i}")(x)
+    x = keras.layers.GlobalAveragePooling1D(name=f"{name}_pool")(x)
+    return keras.Model(tokens, keras.layers.Dense(3, name=f"{name}_logits")(x), name=name)
+
+
+@pytest.mark.parametrize(
+    "teacher_blocks, student_blocks, mapped",
+    [(4, 2, [2, 4]), (4, 3, [1, 3, 4]), (6, 1, [6]), (2, 4, [1, 1, 2, 2])],
+)
+def test_transformer_stacks_are_paired_uniformly_with_the_embeddings(
+    teacher_blocks, student_blocks, mapped
+):
+    teacher = token_model("t", teacher_blocks, 8)
+    student = token_model("s", student_blocks, 4)
+    pairs = suggest_pairs(teacher, student)
+    assert pairs == [("s_embedding_norm", "t_embedding_norm")] + [
+        (f"s_block{m}", f"t_block{n - 1}") for m, n in enumerate(mapped)
+    ]
+    assert [s.kind for s in model_stages(teacher)] == (
+        ["embeddings"] + ["block"] * teacher_blocks + ["vector", "logits"]
+    )
+    assert (
+        pairs.details[1].reason
+        == f"block 1/{student_blocks} ↔ {mapped[0]}/{teacher_blocks} (uniform)"
+    )
+
+
+def test_a_distiller_with_auto_pairs_on_token_models_trains():
+    keras.utils.set_random_seed(0)
+    teacher, student = token_model("t", 4, 8), token_model("s", 2, 4)
+    distiller = VIDDistiller(teacher, student, pairs="auto")
+    assert distiller.pairs == [
+        ("s_embedding_norm", "t_embedding_norm"),
+        ("s_block0", "t_block1"),
+        ("s_block1", "t_block3"),
+    ]
+    distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).integers(0, 20, size=(4, 6)).astype("int32")
+    logs = distiller.train_on_batch(x, np.arange(4) % 3, return_dict=True)
+    assert all(np.isfinite(logs[f"vid_{i}"]) for i in range(3))
