@@ -95,3 +95,30 @@ def value_and_grad(fn, value):
 
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class CallCounter(keras.layers.Layer):
+    """An identity layer that counts its calls (class-wide), to check that
+    each model runs once per training step."""
+
+    calls = 0
+
+    def call(self, x):
+        CallCounter.calls += 1
+        return x
+
+
+def calls_per_step(distiller, x, y, batch_size):
+    """Fit one epoch (eagerly) and return, per step, how many times the
+    `CallCounter` layers of the teacher and the student ran."""
+    counts = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            CallCounter.calls = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            counts.append(CallCounter.calls)
+
+    distiller.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, callbacks=[Record()])
+    return counts

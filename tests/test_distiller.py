@@ -4,7 +4,15 @@ import keras
 import numpy as np
 import numpy_reference as ref
 import pytest
-from conftest import BACKEND, CNN_PAIRS, small_cnn, to_numpy, weights_of
+from conftest import (
+    BACKEND,
+    CNN_PAIRS,
+    CallCounter,
+    calls_per_step,
+    small_cnn,
+    to_numpy,
+    weights_of,
+)
 
 from keras_vid import VIDDistiller, VIDHead
 
@@ -182,16 +190,6 @@ def test_evaluate_changes_no_moving_statistics(models, data):
         assert not any(changed(before, weights_of(head)))
 
 
-class CallCounter(keras.layers.Layer):
-    """Identity layer that counts its eager calls."""
-
-    calls = 0
-
-    def call(self, x):
-        CallCounter.calls += 1
-        return x
-
-
 def test_student_and_teacher_run_once_per_step(data):
     x, y = data
     student_counter, teacher_counter = CallCounter(), CallCounter()
@@ -200,18 +198,8 @@ def test_student_and_teacher_run_once_per_step(data):
     student = small_cnn("s", 4, counter=student_counter)
     distiller = VIDDistiller(teacher, student, pairs=CNN_PAIRS)
     distiller.compile(optimizer="sgd", loss=CE, run_eagerly=True)
-    counts = []
-
-    class Record(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            CallCounter.calls = 0
-
-        def on_train_batch_end(self, batch, logs=None):
-            counts.append(CallCounter.calls)
-
-    distiller.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[Record()])
     # One student forward pass and one teacher forward pass per step.
-    assert counts == [2] * 4
+    assert calls_per_step(distiller, x, y, batch_size=8) == [2] * 4
 
 
 def test_alpha_is_excluded_from_weight_decay_by_default(models, data):

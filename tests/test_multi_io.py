@@ -4,19 +4,11 @@ import keras
 import numpy as np
 import numpy_reference as ref
 import pytest
-from conftest import to_numpy
+from conftest import CallCounter, calls_per_step, to_numpy
 
 from keras_vid import VIDDistiller
 
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-class CallCounter(keras.layers.Layer):
-    calls = 0
-
-    def call(self, x):
-        CallCounter.calls += 1
-        return x
 
 
 def two_input_model(
@@ -129,17 +121,8 @@ def test_student_on_a_subset_of_dict_inputs_runs_once_per_step(batch):
         rtol=1e-5,
         atol=1e-6,
     )
-    counts = []
-
-    class Record(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            CallCounter.calls = 0
-
-        def on_train_batch_end(self, batch, logs=None):
-            counts.append(CallCounter.calls)
-
-    distiller.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[Record()])
-    assert counts == [2, 2]  # one teacher pass and one student pass per step
+    # One teacher pass and one student pass per step.
+    assert calls_per_step(distiller, x, y, batch_size=8) == [2, 2]
 
 
 def test_student_key_missing_from_the_teacher_is_named():
@@ -253,10 +236,17 @@ def test_output_choice_survives_save_and_load(batch, tmp_path):
         assert second[name] == pytest.approx(first[name], rel=1e-5)
 
 
-def test_auto_pairs_on_multi_input_models_ask_for_names():
+def test_auto_pairs_on_multi_input_models_read_the_layers_every_input_reaches():
     teacher, student = two_input_model("t", 8), two_input_model("s", 4)
-    with pytest.raises(ValueError, match=r"'t' has 2 inputs and 1 outputs; `suggest_pairs`"):
-        VIDDistiller(teacher, student, pairs="auto")
+    # The image branch runs beside the `extra` branch: only the layers after
+    # the join are stage ends, so the suggestion is VID-LP.
+    assert VIDDistiller(teacher, student, pairs="auto").pairs == [("s_pool", "t_logits")]
+
+
+def test_auto_pairs_on_multi_output_models_ask_for_names():
+    teacher = two_input_model("t", 8, outputs="dict")
+    with pytest.raises(ValueError, match=r"'t' has 2 outputs; `suggest_pairs`.*name the pairs"):
+        VIDDistiller(teacher, two_input_model("s", 4), pairs="auto", teacher_output="logits")
 
 
 def test_empty_dict_inputs_are_refused_clearly(batch):

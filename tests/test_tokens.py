@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import numpy_reference as ref
 import pytest
-from conftest import to_numpy, value_and_grad
+from conftest import CallCounter, calls_per_step, to_numpy, value_and_grad
 from keras import ops
 
 from keras_vid import PairLoss, VIDDistiller, VIDHead
@@ -92,7 +92,7 @@ def test_a_mask_on_features_that_are_not_tokens_is_refused():
 # --------------------------------------------------------------- the distiller
 
 
-def token_model(prefix, dim, source="embedding"):
+def token_model(prefix, dim, source="embedding", count=False):
     """Per-token logits `(batch, tokens, VOCAB)` from pointwise layers, so a
     real token's features do not depend on the padding.
 
@@ -105,6 +105,8 @@ def token_model(prefix, dim, source="embedding"):
         ids
     )
     h = keras.layers.Dense(dim, activation="tanh", name=f"{prefix}_block")(h)
+    if count:
+        h = CallCounter(name=f"{prefix}_counter")(h)
     if source != "embedding":
         mask = keras.Input((None,), dtype="int32", name=source)
         h = h * ops.expand_dims(ops.cast(mask, h.dtype), -1)
@@ -162,6 +164,18 @@ def test_masked_distiller_terms_equal_numpy_on_unpadded_sequences(key):
     assert logs["kd_loss"] == pytest.approx(kd.mean(), rel=1e-4)
     history = distiller.fit(x, epochs=2, verbose=0).history
     assert np.all(np.isfinite(history["loss"]))
+
+
+def test_masked_token_pairs_run_each_model_once_per_step_on_dict_inputs():
+    keras.utils.set_random_seed(0)
+    teacher = token_model("t", 8, "padding_mask", count=True)
+    student = token_model("s", 4, "padding_mask", count=True)
+    distiller = VIDDistiller(teacher, student, pairs=[("s_masked", "t_masked")])
+    distiller.compile(optimizer="sgd", kd_weight=1.0, run_eagerly=True)
+    assert distiller._mask_sources["pair_0"] == "input"
+    x, _ = token_batch("padding_mask")
+    # One teacher pass and one student pass per step.
+    assert calls_per_step(distiller, x, None, batch_size=2) == [2, 2]
 
 
 def test_token_mask_none_averages_every_token():
