@@ -47,3 +47,23 @@ def test_benchmark_smoke_reports_every_contender():
     assert result["ratios"]
     for label, ratio in result["ratios"].items():
         assert math.isfinite(ratio["median"]) and ratio["median"] > 0, (label, ratio)
+
+
+def test_token_benchmark_smoke_reports_a_ratio():
+    backend = keras.backend.backend()
+    script = os.path.join(ROOT, "benchmarks", "bench_tokens.py")
+    out = subprocess.run(
+        [sys.executable, script, "--smoke", "--backend", backend],
+        env=dict(os.environ, KERAS_BACKEND=backend),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    (line,) = [x for x in out.stdout.splitlines() if x.startswith("BENCH_TOKENS ")]
+    result = json.loads(line[len("BENCH_TOKENS ") :])
+    assert result["backend"] == backend
+    assert set(result["step_ms"]) == {"masked", "unmasked"}
+    assert all(math.isfinite(v) and v > 0 for v in result["step_ms"].values())
+    assert math.isfinite(result["ratio_median"]) and result["ratio_median"] > 0
