@@ -205,8 +205,8 @@ class VIDDistiller(keras.Model):
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        check_symbolic_model(teacher, "teacher", single_io=False)
-        check_symbolic_model(student, "student", single_io=False)
+        check_symbolic_model(teacher, "teacher")
+        check_symbolic_model(student, "student")
         if teacher is student:
             raise ValueError("The teacher and the student must be different models.")
         self._student_input_keys = check_same_inputs(teacher, student)

@@ -24,10 +24,9 @@ def pair_key(index):
     return f"pair_{index}"
 
 
-def check_symbolic_model(model, role, single_io=True):
+def check_symbolic_model(model, role):
     """Raise a clear error unless `model` is a functional or Sequential
-    `keras.Model` (one whose layers can be named); with `single_io` (what
-    `suggest_pairs` needs), one with a single input and a single output."""
+    `keras.Model` (one whose layers can be named)."""
     if not isinstance(model, keras.Model):
         raise ValueError(
             f"The {role} must be a `keras.Model`. Received: {role}={type(model).__name__}"
@@ -41,12 +40,6 @@ def check_symbolic_model(model, role, single_io=True):
             f"The {role} model '{model.name}' ({type(model).__name__}) has no symbolic "
             "graph, so its intermediate layers cannot be read. Build it with the "
             "functional API or as a `keras.Sequential` that starts with `keras.Input`."
-        )
-    if single_io and (len(inputs) != 1 or len(outputs) != 1):
-        raise ValueError(
-            f"The {role} model '{model.name}' has {len(inputs)} inputs and "
-            f"{len(outputs)} outputs; `suggest_pairs` (pairs='auto') needs exactly one of "
-            f"each: name the pairs instead. Received: {role}={model.name!r}"
         )
 
 

@@ -118,7 +118,7 @@ def model_stages(model, role="model", feature_point="output"):
         raise ValueError(
             f"`feature_point` must be one of {FEATURE_POINTS}. Received: {feature_point!r}"
         )
-    check_symbolic_model(model, role, single_io=False)
+    check_symbolic_model(model, role)
     if len(model.outputs) != 1:
         raise ValueError(
             f"The {role} model '{model.name}' has {len(model.outputs)} outputs; "
