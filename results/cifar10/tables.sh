@@ -25,4 +25,8 @@ python -m keras_vid.experiments.compare --title "CIFAR-10 validation, 1 600 step
   "λ 3=$(seeds vid-weight-3-floor-0-01)" \
   "λ 1=$(seeds vid-weight-1-floor-0-01)" \
   "800 steps=$(seeds final-800-steps)" \
-  "pairs before the last ReLU, σ² ≥ 0.1=$(seeds pre-activation-vid-weight-10-floor-0-1)"
+  "pairs before the last ReLU, σ² ≥ 0.1=$(seeds pre-activation-vid-weight-10-floor-0-1)" \
+  "μ: BN before the hidden ReLUs=$(seeds final-bn-after-the-hidden-layers-of-mu)" \
+  "μ: BN after every layer (the TF reproduction's μ)=$(seeds final-bn-after-every-layer-of-mu)" \
+  "μ hidden width 2C=$(seeds final-mu-width-2c)" \
+  "extra pair at the first convolution=$(seeds final-extra-pair-at-the-first-conv)"
