@@ -243,9 +243,7 @@ def _block_pairs(student_stages, teacher_stages):
     m_total, n_total = len(s_blocks), len(t_blocks)
     for m, stage in enumerate(s_blocks, start=1):
         n = min(n_total, max(1, round(m * n_total / m_total)))
-        chosen.append(
-            (stage, t_blocks[n - 1], f"block {m}/{m_total} ↔ {n}/{n_total} (uniform)")
-        )
+        chosen.append((stage, t_blocks[n - 1], f"block {m}/{m_total} ↔ {n}/{n_total} (uniform)"))
     return chosen
 
 
