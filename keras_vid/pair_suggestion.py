@@ -192,22 +192,12 @@ def model_stages(model, role="model", feature_point="output"):
     if blocks:
         before = [i for i in cuts if i < blocks[0] and len(shape(i)) == 3]
         if before:
-            end = before[-1]
-            while (
-                isinstance(calls[end].layer, PASSTHROUGH_LAYERS)
-                and _previous(before, end) is not None
-            ):
-                end = _previous(before, end)
+            end = _last_computing(before, calls)
             stages.append(Stage(calls[end].path, shape(end), "embeddings"))
         stages += [Stage(calls[i].path, shape(i), "block") for i in blocks]
     vectors = [i for i in cuts if i < out and len(shape(i)) == 2]
     if vectors:
-        end = vectors[-1]
-        while (
-            isinstance(calls[end].layer, PASSTHROUGH_LAYERS)
-            and _previous(vectors, end) is not None
-        ):
-            end = _previous(vectors, end)
+        end = _last_computing(vectors, calls)
         stages.append(Stage(calls[end].path, shape(end), "vector"))
     stages.append(Stage(calls[out].path, shape(out), "logits"))
     return stages
@@ -245,6 +235,15 @@ def _block_pairs(student_stages, teacher_stages):
         n = min(n_total, max(1, round(m * n_total / m_total)))
         chosen.append((stage, t_blocks[n - 1], f"block {m}/{m_total} ↔ {n}/{n_total} (uniform)"))
     return chosen
+
+
+def _last_computing(items, calls):
+    """The last of the call indices `items`, skipping back over dropout-like
+    layers (never past the first)."""
+    end = items[-1]
+    while isinstance(calls[end].layer, PASSTHROUGH_LAYERS) and _previous(items, end) is not None:
+        end = _previous(items, end)
+    return end
 
 
 def _previous(items, item):
