@@ -134,6 +134,8 @@ class VIDHead(PairLoss):
         class_tokens=0,
         drop_class_tokens=False,
         token_grid=False,
+        normalize_teacher=True,
+        statistics_momentum=0.99,
         **kwargs,
     ):
         kwargs.pop("autocast", None)
@@ -211,6 +213,13 @@ class VIDHead(PairLoss):
                 f"{self._who()}: `drop_class_tokens=True` needs `class_tokens` ≥ 1 (how "
                 f"many leading tokens to drop). Received: class_tokens={class_tokens!r}"
             )
+        if not 0.0 <= statistics_momentum < 1.0:
+            raise ValueError(
+                f"{self._who()}: `statistics_momentum` must be in [0, 1). "
+                f"Received: statistics_momentum={statistics_momentum!r}"
+            )
+        self.normalize_teacher = bool(normalize_teacher)
+        self.statistics_momentum = float(statistics_momentum)
         self.class_tokens = class_tokens
         self.drop_class_tokens = bool(drop_class_tokens)
         self.token_grid = bool(token_grid)
@@ -274,6 +283,28 @@ class VIDHead(PairLoss):
             dtype="float32",
             trainable=self.learn_variance,
         )
+        if self.normalize_teacher:
+            self.teacher_mean = self.add_weight(
+                name="teacher_mean",
+                shape=(channels,),
+                initializer="zeros",
+                dtype="float32",
+                trainable=False,
+            )
+            self.teacher_variance = self.add_weight(
+                name="teacher_variance",
+                shape=(channels,),
+                initializer="ones",
+                dtype="float32",
+                trainable=False,
+            )
+            self.statistics_count = self.add_weight(
+                name="statistics_count",
+                shape=(),
+                initializer="zeros",
+                dtype="float32",
+                trainable=False,
+            )
         self.built = True
 
     def _alpha_scale(self):
@@ -312,12 +343,45 @@ class VIDHead(PairLoss):
             x = layer(x, training=training)
         return x
 
-    def target(self, teacher):
-        """The teacher feature as the head scores it: float32, no gradient, pooled."""
+    def target(self, teacher, training=None, padding_mask=None):
+        """The teacher feature as the head scores it: float32, no gradient,
+        pooled, and with `normalize_teacher` standardised per channel by the
+        tracked statistics (which a training call updates first)."""
         t = ops.stop_gradient(ops.cast(teacher, "float32"))
         if self.teacher_pool is not None:
             t = self.teacher_pool(t)
-        return t
+        if not self.normalize_teacher:
+            return t
+        if training:
+            self._update_statistics(t, padding_mask)
+        mean = ops.convert_to_tensor(self.teacher_mean)
+        variance = ops.convert_to_tensor(self.teacher_variance)
+        return (t - mean) * ops.rsqrt(variance + self.STATISTICS_EPSILON)
+
+    # Keeps a channel that is constant in the teacher (e.g. a dead ReLU) finite.
+    STATISTICS_EPSILON = 1e-6
+
+    def _update_statistics(self, t, padding_mask=None):
+        """Move the tracked per-channel mean and variance toward this batch's:
+        a running average over the first 1 / (1 − momentum) batches, an
+        exponential moving average after (so the first batch sets them)."""
+        axes = tuple(range(len(t.shape) - 1))
+        if padding_mask is None:
+            batch_mean = ops.mean(t, axis=axes)
+            batch_variance = ops.mean(ops.square(t - batch_mean), axis=axes)
+        else:
+            weight = ops.cast(ops.greater(ops.cast(padding_mask, "float32"), 0.0), "float32")
+            weight = ops.expand_dims(weight, -1)
+            total = ops.maximum(ops.sum(weight), 1.0)
+            batch_mean = ops.sum(t * weight, axis=axes) / total
+            batch_variance = ops.sum(ops.square(t - batch_mean) * weight, axis=axes) / total
+        count = ops.convert_to_tensor(self.statistics_count)
+        rate = ops.maximum(1.0 / (count + 1.0), 1.0 - self.statistics_momentum)
+        mean = ops.convert_to_tensor(self.teacher_mean)
+        variance = ops.convert_to_tensor(self.teacher_variance)
+        self.teacher_mean.assign(mean + rate * (batch_mean - mean))
+        self.teacher_variance.assign(variance + rate * (batch_variance - variance))
+        self.statistics_count.assign(count + 1.0)
 
     def call(self, student, teacher, training=None, padding_mask=None):
         """The per-example NLL, shape `(batch,)`. `padding_mask`, shape
@@ -337,7 +401,7 @@ class VIDHead(PairLoss):
                 f"{self.student_shape}, teacher shape {self.teacher_shape}"
             )
         return gaussian_nll(
-            self.target(teacher),
+            self.target(teacher, training=training, padding_mask=padding_mask),
             self.mean(student, training=training),
             self.std,
             reduction=self.reduction,
@@ -366,6 +430,8 @@ class VIDHead(PairLoss):
                 "class_tokens": self.class_tokens,
                 "drop_class_tokens": self.drop_class_tokens,
                 "token_grid": self.token_grid,
+                "normalize_teacher": self.normalize_teacher,
+                "statistics_momentum": self.statistics_momentum,
             }
         )
         return config

@@ -83,7 +83,14 @@ def head_mean(head, student):
 
 
 def head_target(head, teacher):
-    return _pool(head.teacher_pool, teacher)
+    """The teacher feature as a head scores it: pooled, then standardised by
+    the head's current per-channel statistics when it normalises."""
+    t = _pool(head.teacher_pool, teacher)
+    if getattr(head, "normalize_teacher", False):
+        mean = keras.ops.convert_to_numpy(head.teacher_mean).astype("float64")
+        variance = keras.ops.convert_to_numpy(head.teacher_variance).astype("float64")
+        t = (np.asarray(t, "float64") - mean) / np.sqrt(variance + head.STATISTICS_EPSILON)
+    return t
 
 
 def head_std(head):

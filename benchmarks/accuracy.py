@@ -1,0 +1,553 @@
+"""Accuracy suite: does VID, with the library's defaults, help on every task?
+
+    python benchmarks/accuracy.py                      # every task, test split
+    python benchmarks/accuracy.py --tasks digits-10,fmnist-10 --seeds 0,1,2
+    python benchmarks/accuracy.py --quick              # a few steps per task (CI)
+    python benchmarks/accuracy.py --split validation --output runs/acc-val \\
+        --vid '{"vid_weight": 3.0}'                    # a candidate default, on validation
+
+Each task is a trained teacher, a student and a small labelled set; every
+method trains the same student with the task's optimizer, schedule and data
+(only the loss differs) and is scored once on the test split (or on a
+validation split carved from the training data, which no student trains on):
+
+- `student`: the task loss alone;
+- `kd`: Hinton's KD, its temperature chosen per task on the validation split
+  (seed 0, T in 1, 2, 4, 8), as a user would tune it;
+- `vid`: VID with the library's defaults, pairs from `suggest_pairs`
+  (`pairs="auto"`), no per-task setting;
+- `kd+vid`: both, KD with the task's `kd` temperature;
+- `fitnet`: the same pairs with a fixed unit variance (MSE), default weight.
+
+Every run is appended to `<output>/results.json` as soon as it ends, and a
+run already there is skipped: the same command continues an interrupted
+suite. `<output>/results.md` and `accuracy.png` are rewritten after each run.
+Teachers are trained once and cached under `--cache-dir` (the CIFAR-10
+teachers are read from `results/teachers.json`).
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+
+from keras_vid import VIDDistiller
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "..", "shared", "data")
+METHODS = ("student", "kd", "fitnet", "vid", "kd+vid")
+TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
+CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+@dataclasses.dataclass
+class Data:
+    """A task's splits: `pool` (what students draw their labelled set from),
+    `validation` (carved from the training data, never trained on by a
+    student) and `test`."""
+
+    x_pool: object
+    y_pool: np.ndarray
+    x_val: object
+    y_val: np.ndarray
+    x_test: object
+    y_test: np.ndarray
+    num_classes: int
+
+
+@dataclasses.dataclass
+class Task:
+    name: str
+    dataset: str
+    labelled_per_class: int
+    load: object  # () -> Data
+    teacher: object  # (data, cache_dir, quick) -> keras.Model
+    student: object  # (data) -> keras.Model
+    steps: int
+    batch_size: int
+    optimizer: object  # (total_steps) -> optimizer
+    augment: object = None  # (x, rng) -> x, applied per epoch to the labelled images
+    schedule: str = ""
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _stratified(labels, per_class, rng):
+    return np.concatenate(
+        [
+            rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
+            for c in np.unique(labels)
+        ]
+    )
+
+
+def _split(x, y, x_test, y_test, val_per_class, seed=2019):
+    """Carve a stratified validation split (fixed seed) out of the training data."""
+    val = _stratified(y, val_per_class, np.random.default_rng(seed))
+    pool = np.setdiff1d(np.arange(len(y)), val)
+    return Data(x[pool], y[pool], x[val], y[val], x_test, y_test, int(y.max()) + 1)
+
+
+def _npz(name):
+    with np.load(os.path.join(DATA, name)) as f:
+        return f["x"], f["y"].astype("int64")
+
+
+def load_fashion_mnist():
+    x, y = _npz("fashion_mnist_train.npz")
+    xt, yt = _npz("fashion_mnist_test.npz")
+    scale = lambda a: (a.astype("float32") / 255.0)[..., None]  # noqa: E731
+    return _split(scale(x), y, scale(xt), yt, val_per_class=500)
+
+
+def load_digits():
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = sklearn_digits()
+    x = (digits.images / 16.0).astype("float32")[..., None]
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, digits.target, test_size=0.33, stratify=digits.target, random_state=0
+    )
+    return _split(x_train, y_train.astype("int64"), x_test, y_test.astype("int64"), 30)
+
+
+def load_cifar10():
+    x, y = _npz("cifar10_train.npz")
+    xt, yt = _npz("cifar10_test.npz")
+    return _split(x.astype("float32"), y, xt.astype("float32"), yt, val_per_class=500)
+
+
+def flip_crop(x, rng, pad=4):
+    """Random horizontal flips and pad-`pad` random crops (reflection padding)."""
+    flipped = np.where(rng.random(len(x))[:, None, None, None] < 0.5, x[:, :, ::-1], x)
+    padded = np.pad(flipped, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    shifts = rng.integers(0, 2 * pad + 1, size=(len(x), 2))
+    h, w = x.shape[1:3]
+    return np.stack([padded[i, a : a + h, b : b + w] for i, (a, b) in enumerate(shifts)])
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def cnn(widths, input_shape, num_classes, name, normalize=None):
+    """conv3×3-BN-ReLU per stage with max-pooling between stages (names
+    `block<k>`, `pool`, `logits`); `normalize=(mean, std)` puts the input
+    normalisation inside the model."""
+    inputs = keras.Input(input_shape)
+    x = inputs
+    if normalize is not None:
+        mean, std = normalize
+        x = keras.layers.Normalization(mean=mean, variance=[s * s for s in std])(x)
+    for k, width in enumerate(widths, start=1):
+        x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"block{k}_bn")(x)
+        x = keras.layers.ReLU(name=f"block{k}")(x)
+        if k < len(widths):
+            x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(x), name=name)
+
+
+def mlp(units, input_shape, num_classes, name):
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Flatten()(inputs)
+    for k, width in enumerate(units, start=1):
+        x = keras.layers.Dense(width, activation="relu", name=f"hidden{k}")(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(x), name=name)
+
+
+def trained_teacher(name, build, data, cache_dir, epochs, batch_size, learning_rate, quick):
+    """Train `build()` on the pool (Adam, cosine decay) once; cached as .keras."""
+    path = os.path.join(cache_dir, f"{name}{'-quick' if quick else ''}.keras")
+    if os.path.exists(path):
+        return keras.saving.load_model(path, compile=False)
+    keras.utils.set_random_seed(0)
+    teacher = build()
+    x, y = data.x_pool, data.y_pool
+    if quick:
+        keep = np.random.default_rng(0).permutation(len(y))[:2000]
+        x, y, epochs = x[keep], y[keep], 1
+    steps = epochs * math.ceil(len(y) / batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
+    teacher.compile(optimizer=keras.optimizers.Adam(schedule), loss=CE)
+    teacher.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0)
+    os.makedirs(cache_dir, exist_ok=True)
+    teacher.compile()
+    teacher.save(path)
+    return teacher
+
+
+def manifest_teacher(name):
+    """A committed teacher from `results/teachers.json`."""
+    with open(os.path.join(ROOT, "results", "teachers.json")) as f:
+        entries = {e["name"]: e for e in json.load(f)}
+    if name not in entries:
+        raise SystemExit(f"teacher {name!r} is not in results/teachers.json (yet)")
+    return keras.saving.load_model(os.path.join(ROOT, entries[name]["path"]), compile=False)
+
+
+def adam(learning_rate):
+    def make(total_steps):
+        return keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
+        )
+
+    return make
+
+
+def sgd_steps(learning_rate=0.1, weight_decay=5e-3):
+    """The CIFAR recipe of results/cifar10/: Nesterov SGD 0.9, lr × 0.2 at
+    30/60/80 % of the steps, decoupled weight decay."""
+
+    def make(total_steps):
+        bounds = [int(total_steps * f) for f in (0.3, 0.6, 0.8)]
+        values = [learning_rate * 0.2**i for i in range(4)]
+        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(bounds, values)
+        return keras.optimizers.SGD(
+            schedule, momentum=0.9, nesterov=True, weight_decay=weight_decay
+        )
+
+    return make
+
+
+CIFAR_MEAN, CIFAR_STD = (125.3, 123.0, 113.9), (63.0, 62.1, 66.7)
+
+
+def _fmnist_teacher(data, cache_dir, quick):
+    return trained_teacher(
+        "fmnist-cnn-32-64-128",
+        lambda: cnn((32, 64, 128), (28, 28, 1), 10, "teacher"),
+        data, cache_dir, epochs=5, batch_size=128, learning_rate=2e-3, quick=quick,
+    )  # fmt: skip
+
+
+def _digits_teacher(data, cache_dir, quick):
+    return trained_teacher(
+        "digits-cnn-32-64-128",
+        lambda: cnn((32, 64, 128), (8, 8, 1), 10, "teacher"),
+        data, cache_dir, epochs=30, batch_size=64, learning_rate=3e-3, quick=quick,
+    )  # fmt: skip
+
+
+def _cifar_student(data):
+    return cnn((8, 16, 32, 64), (32, 32, 3), 10, "student", normalize=(CIFAR_MEAN, CIFAR_STD))
+
+
+TASKS = {
+    t.name: t
+    for t in [
+        Task(
+            "digits-10", "sklearn digits 8×8", 10, load_digits, _digits_teacher,
+            lambda d: cnn((8, 16, 32), (8, 8, 1), 10, "student"),
+            steps=240, batch_size=32, optimizer=adam(3e-3),
+            schedule="Adam 3e-3 cosine, batch 32, 240 steps",
+        ),
+        Task(
+            "fmnist-10", "Fashion-MNIST", 10, load_fashion_mnist, _fmnist_teacher,
+            lambda d: cnn((8, 16, 32), (28, 28, 1), 10, "student"),
+            steps=400, batch_size=32, optimizer=adam(3e-3),
+            schedule="Adam 3e-3 cosine, batch 32, 400 steps",
+        ),
+        Task(
+            "fmnist-100", "Fashion-MNIST", 100, load_fashion_mnist, _fmnist_teacher,
+            lambda d: cnn((8, 16, 32), (28, 28, 1), 10, "student"),
+            steps=800, batch_size=64, optimizer=adam(3e-3),
+            schedule="Adam 3e-3 cosine, batch 64, 800 steps",
+        ),
+        Task(
+            "fmnist-cnn-to-mlp-100", "Fashion-MNIST", 100, load_fashion_mnist, _fmnist_teacher,
+            lambda d: mlp((256, 256), (28, 28, 1), 10, "student"),
+            steps=800, batch_size=64, optimizer=adam(1e-3),
+            schedule="Adam 1e-3 cosine, batch 64, 800 steps",
+        ),
+        Task(
+            "cifar10-cnn80-100", "CIFAR-10 (JPEG q75)", 100, load_cifar10,
+            lambda d, c, q: manifest_teacher("cifar10-cnn-32-64-128-256"), _cifar_student,
+            steps=1600, batch_size=128, optimizer=sgd_steps(), augment=flip_crop,
+            schedule="SGD Nesterov 0.1, ×0.2 at 30/60/80 %, batch 128, 1 600 steps, flip+crop",
+        ),
+        Task(
+            "cifar10-airbench-100", "CIFAR-10 (JPEG q75)", 100, load_cifar10,
+            lambda d, c, q: manifest_teacher("cifar10-airbench-64-256-256"), _cifar_student,
+            steps=1600, batch_size=128, optimizer=sgd_steps(), augment=flip_crop,
+            schedule="SGD Nesterov 0.1, ×0.2 at 30/60/80 %, batch 128, 1 600 steps, flip+crop",
+        ),
+    ]
+}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+def vid_settings(overrides=None):
+    """Every VID setting a `vid`/`kd+vid` run uses: the library's defaults
+    (read off a `VIDHead` and `VIDDistiller.compile`), plus any overrides."""
+    import inspect
+
+    from keras_vid import VIDHead
+
+    head = VIDHead()
+    config = head.get_config()
+    head_keys = [k for k in inspect.signature(VIDHead.__init__).parameters if k in config]
+    compile_defaults = inspect.signature(VIDDistiller.compile).parameters
+    settings = {
+        "pairs": "auto",
+        "head_options": {k: config[k] for k in head_keys},
+        "vid_weight": compile_defaults["vid_weight"].default,
+        "task_weight": compile_defaults["task_weight"].default,
+    }
+    for key, value in (overrides or {}).items():
+        if key in settings["head_options"]:
+            settings["head_options"][key] = value
+        else:
+            settings[key] = value
+    return settings
+
+
+def build(method, teacher, student, temperature, settings):
+    """The model to fit and its `compile` keywords."""
+    if method == "student":
+        return student, {}
+    kd = {"kd_weight": 1.0, "temperature": temperature}
+    if method == "kd":
+        return VIDDistiller(teacher, student, pairs=[]), kd
+    changed = {
+        k: v for k, v in settings["head_options"].items() if v != vid_settings()["head_options"][k]
+    }
+    weights = {"vid_weight": settings["vid_weight"], "task_weight": settings["task_weight"]}
+    if method == "fitnet":
+        changed.update(learn_variance=False, init_variance=1.0, min_variance=0.0)
+    model = VIDDistiller(teacher, student, pairs=settings["pairs"], head_options=changed or None)
+    return model, {**weights, **(kd if method == "kd+vid" else {})}
+
+
+def accuracy(model, x, y):
+    logits = model.predict(x, batch_size=500, verbose=0)
+    return float(100.0 * np.mean(np.argmax(logits, axis=-1) == y))
+
+
+def train_run(task, data, teacher, method, seed, temperature, settings, split, steps):
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    index = _stratified(data.y_pool, task.labelled_per_class, rng)
+    x, y = data.x_pool[index], data.y_pool[index]
+    keras.utils.set_random_seed(1000 + seed)
+    student = task.student(data)
+    model, kwargs = build(method, teacher, student, temperature, settings)
+    model.compile(optimizer=task.optimizer(steps), loss=CE, metrics=["accuracy"], **kwargs)
+    steps_per_epoch = math.ceil(len(y) / task.batch_size)
+    epochs = math.ceil(steps / steps_per_epoch)
+    start = time.time()
+    if task.augment is None:
+        history = model.fit(x, y, batch_size=task.batch_size, epochs=epochs, verbose=0)
+        losses = history.history["loss"]
+    else:
+        losses = []
+        for _ in range(epochs):  # a fresh augmentation of the labelled images each epoch
+            h = model.fit(task.augment(x, rng), y, batch_size=task.batch_size, epochs=1, verbose=0)
+            losses += h.history["loss"]
+    x_eval, y_eval = (
+        (data.x_val, data.y_val) if split == "validation" else (data.x_test, data.y_test)
+    )
+    return {
+        "accuracy": accuracy(student, x_eval, y_eval),
+        "steps": epochs * steps_per_epoch,
+        "final_loss": float(losses[-1]),
+        "train_time_s": round(time.time() - start, 1),
+    }
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _score(run):
+    return run.get("test_accuracy", run.get("validation_accuracy"))
+
+
+def summarise(results):
+    """Markdown: per task the mean ± sample std per method, gains over the
+    student and over KD, and the worst seed of `vid` against `student`."""
+    lines = [
+        "| task | teacher | student | kd | fitnet | vid | kd+vid | vid − student (worst seed) "
+        "| kd+vid − kd |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for task in results["tasks"]:
+        by = {}
+        for run in task["runs"]:
+            by.setdefault(run["method"], {})[run["seed"]] = _score(run)
+
+        def cell(method):
+            values = list(by.get(method, {}).values())
+            if not values:
+                return "–"
+            std = np.std(values, ddof=1) if len(values) > 1 else 0.0
+            return f"{np.mean(values):.2f} ± {std:.2f} ({len(values)})"
+
+        def gain(a, b, worst=False):
+            seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})))
+            if not seeds:
+                return "–"
+            diffs = [by[a][s] - by[b][s] for s in seeds]
+            text = f"{np.mean(diffs):+.2f}"
+            return text + (f" ({min(diffs):+.2f})" if worst else "")
+
+        lines.append(
+            f"| {task['name']} | {task['teacher_test_accuracy']:.2f} | "
+            + " | ".join(cell(m) for m in METHODS)
+            + f" | {gain('vid', 'student', True)} | {gain('kd+vid', 'kd')} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = results["tasks"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks)), 4))
+    width = 0.8 / len(METHODS)
+    for m, method in enumerate(METHODS):
+        for t, task in enumerate(tasks):
+            student = {r["seed"]: _score(r) for r in task["runs"] if r["method"] == "student"}
+            gains = [
+                _score(r) - student[r["seed"]]
+                for r in task["runs"]
+                if r["method"] == method and r["seed"] in student
+            ]
+            x = t + (m - (len(METHODS) - 1) / 2) * width
+            ax.scatter(
+                [x] * len(gains), gains, s=12, color=f"C{m}", label=method if t == 0 else None
+            )
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(tasks)), [t["name"] for t in tasks], rotation=20, ha="right")
+    ax.set_ylabel("accuracy − student (points), per seed")
+    ax.legend(fontsize=8, ncol=len(METHODS))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"from {','.join(TASKS)}")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--split", choices=("test", "validation"), default="test")
+    p.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "accuracy"))
+    p.add_argument("--cache-dir", default=os.path.join(ROOT, "runs", "accuracy-teachers"))
+    p.add_argument("--vid", default=None, help="JSON overrides of the VID defaults (sweeps)")
+    p.add_argument("--quick", action="store_true", help="a few steps per task (smoke run)")
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="an earlier output directory on the same split: reuse its teachers' scores, KD "
+        "temperatures and student/kd runs (for sweeps of the VID settings)",
+    )
+    args = p.parse_args(argv)
+    overrides = json.loads(args.vid) if args.vid else None
+    settings = vid_settings(overrides)
+    os.makedirs(args.output, exist_ok=True)
+    path = os.path.join(args.output, "results.json")
+    results = {"tasks": []}
+    if os.path.exists(path):
+        with open(path) as f:
+            results = json.load(f)
+    results.update(
+        split=args.split, backend=keras.backend.backend(), quick=args.quick, machine=_machine()
+    )
+
+    def log(message):
+        print(message, flush=True)
+
+    def save():
+        with open(path + ".tmp", "w") as f:
+            json.dump(results, f, indent=1)
+        os.replace(path + ".tmp", path)
+        with open(os.path.join(args.output, "results.md"), "w") as f:
+            f.write(f"Accuracy (%) on the {args.split} split, mean ± sample std (seeds); "
+                    f"backend {keras.backend.backend()}.\n\n{summarise(results)}\n")  # fmt: skip
+        if not args.quick:
+            plot(results, os.path.join(args.output, "accuracy.png"))
+
+    if args.baseline:
+        with open(os.path.join(args.baseline, "results.json")) as f:
+            base = {t["name"]: t for t in json.load(f)["tasks"]}
+        for name, task in base.items():
+            if not any(t["name"] == name for t in results["tasks"]):
+                kept = [r for r in task["runs"] if r["method"] in ("student", "kd")]
+                results["tasks"].append({**task, "runs": kept})
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = args.methods.split(",")
+    for name in args.tasks.split(","):
+        task = TASKS[name]
+        entry = next((t for t in results["tasks"] if t["name"] == name), None)
+        data = task.load()
+        if args.quick:
+            data.x_test, data.y_test = data.x_test[:200], data.y_test[:200]
+            data.x_val, data.y_val = data.x_val[:200], data.y_val[:200]
+        teacher = task.teacher(data, args.cache_dir, args.quick)
+        steps = 4 if args.quick else task.steps
+        if entry is None:
+            entry = {
+                "name": name,
+                "dataset": task.dataset,
+                "labelled_per_class": task.labelled_per_class,
+                "teacher_test_accuracy": accuracy(teacher, data.x_test, data.y_test),
+                "schedule": task.schedule,
+                "runs": [],
+            }
+            results["tasks"].append(entry)
+        if "kd_temperature" not in entry:  # chosen on validation, seed 0, as a user would
+            scores = {}
+            for t in TEMPERATURES[:1] if args.quick else TEMPERATURES:
+                run = train_run(task, data, teacher, "kd", 0, t, settings, "validation", steps)
+                scores[str(t)] = run["accuracy"]
+                log(f"{name}: kd T={t:g} validation {run['accuracy']:.2f}")
+            entry["kd_temperature"] = float(max(scores, key=scores.get))
+            entry["kd_temperature_validation"] = scores
+            save()
+        for seed in seeds:
+            for method in methods:
+                if any(r["method"] == method and r["seed"] == seed for r in entry["runs"]):
+                    continue
+                run = train_run(
+                    task, data, teacher, method, seed, entry["kd_temperature"], settings,
+                    args.split, steps,
+                )  # fmt: skip
+                key = "test_accuracy" if args.split == "test" else "validation_accuracy"
+                record = {"method": method, "seed": seed, key: run.pop("accuracy")}
+                if method in ("vid", "kd+vid", "fitnet"):
+                    record["vid_settings"] = settings
+                entry["runs"].append({**record, **run})
+                save()
+                log(
+                    f"{name} {method:7s} seed {seed}: {record[key]:.2f} % "
+                    f"({args.split}, {run['train_time_s']:.0f} s)"
+                )
+    save()
+    log(summarise(results))
+    return results
+
+
+def _machine():
+    import platform
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
