@@ -384,28 +384,29 @@ def summarise(results):
         by = {}
         for run in task["runs"]:
             by.setdefault(run["method"], {})[run["seed"]] = _score(run)
-
-        def cell(method):
-            values = list(by.get(method, {}).values())
-            if not values:
-                return "–"
-            std = np.std(values, ddof=1) if len(values) > 1 else 0.0
-            return f"{np.mean(values):.2f} ± {std:.2f} ({len(values)})"
-
-        def gain(a, b, worst=False):
-            seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})))
-            if not seeds:
-                return "–"
-            diffs = [by[a][s] - by[b][s] for s in seeds]
-            text = f"{np.mean(diffs):+.2f}"
-            return text + (f" ({min(diffs):+.2f})" if worst else "")
-
         lines.append(
             f"| {task['name']} | {task['teacher_test_accuracy']:.2f} | "
-            + " | ".join(cell(m) for m in METHODS)
-            + f" | {gain('vid', 'student', True)} | {gain('kd+vid', 'kd')} |"
+            + " | ".join(_cell(by, m) for m in METHODS)
+            + f" | {_gain(by, 'vid', 'student', True)} | {_gain(by, 'kd+vid', 'kd')} |"
         )
     return "\n".join(lines)
+
+
+def _cell(by, method):
+    values = list(by.get(method, {}).values())
+    if not values:
+        return "–"
+    std = np.std(values, ddof=1) if len(values) > 1 else 0.0
+    return f"{np.mean(values):.2f} ± {std:.2f} ({len(values)})"
+
+
+def _gain(by, a, b, worst=False):
+    """Mean over the common seeds of a − b (and the worst seed's)."""
+    seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})))
+    if not seeds:
+        return "–"
+    diffs = [by[a][s] - by[b][s] for s in seeds]
+    return f"{np.mean(diffs):+.2f}" + (f" ({min(diffs):+.2f})" if worst else "")
 
 
 def plot(results, path):

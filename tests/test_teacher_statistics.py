@@ -8,10 +8,10 @@ layer and the loss does not depend on the scale of the teacher's features.
 
 import keras
 import numpy as np
+import numpy_reference as ref
 import pytest
 from conftest import small_cnn, to_numpy
 
-import numpy_reference as ref
 from keras_vid import VIDDistiller, VIDHead
 
 

@@ -71,9 +71,9 @@ def main():
             "train_images": record["train_images"],
             "epochs": record["epochs"],
             "wall_time_s": record["train_time_s"],
-            "command": "python -m keras_vid.experiments --dataset ../shared/data/cifar10_{split}.npz "
-            "--teacher cnn-32,64,128,256 --teacher-epochs 15 (see results/cifar10/README.md), "
-            "then python results/teachers/make_manifest.py",
+            "command": "python -m keras_vid.experiments --dataset "
+            "../shared/data/cifar10_{split}.npz --teacher cnn-32,64,128,256 --teacher-epochs 15 "
+            "(see results/cifar10/README.md), then python results/teachers/make_manifest.py",
         }
     )
     airbench_path = "results/teachers/airbench.keras"

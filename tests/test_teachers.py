@@ -1,0 +1,140 @@
+"""The committed teachers (results/teachers.json) and the airbench recipe that
+trains the strong one: smoke runs on every backend, values against NumPy."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy
+
+import keras_vid  # noqa: F401  (registers the layers the saved teachers use)
+from keras_vid.experiments.fast_teacher import (
+    AirbenchRecipe,
+    WarmupLinearDecay,
+    epoch_images,
+    train_fast_teacher,
+)
+from keras_vid.models.airbench import PatchWhitening, airbench
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MANIFEST = os.path.join(ROOT, "results", "teachers.json")
+CIFAR_TEST = os.path.join(ROOT, "..", "shared", "data", "cifar10_test.npz")
+KEYS = {"name", "path", "dataset", "test_accuracy", "train_images", "epochs", "wall_time_s"}
+
+
+def _entries():
+    with open(MANIFEST) as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("entry", _entries(), ids=lambda e: e["name"])
+def test_manifest_teacher_loads_and_maps_raw_rgb_to_logits(entry):
+    assert KEYS | {"command"} <= set(entry)
+    path = os.path.join(ROOT, entry["path"])
+    assert os.path.getsize(path) <= 50 * 2**20
+    teacher = keras.saving.load_model(path, compile=False)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, size=(4, 32, 32, 3)).astype("float32")
+    logits = to_numpy(teacher.predict(images, verbose=0))
+    assert logits.shape == (4, 10) and np.isfinite(logits).all()
+
+
+def test_the_cnn_teacher_scores_its_manifest_accuracy():
+    """Loading the file and predicting all 10 000 test images gives the
+    manifest's single-view accuracy (the file is small enough to check it
+    exactly on every backend)."""
+    if not os.path.exists(CIFAR_TEST):
+        pytest.skip(f"{CIFAR_TEST} is not on this machine")
+    entry = next(e for e in _entries() if e["name"] == "cifar10-cnn-32-64-128-256")
+    teacher = keras.saving.load_model(os.path.join(ROOT, entry["path"]), compile=False)
+    with np.load(CIFAR_TEST) as f:
+        x, y = f["x"].astype("float32"), f["y"]
+    logits = teacher.predict(x, batch_size=1000, verbose=0)
+    assert round(100 * np.mean(np.argmax(logits, -1) == y), 2) == pytest.approx(
+        entry["test_accuracy"], abs=0.02
+    )
+
+
+def test_patch_whitening_decorrelates_patches():
+    """The fixed kernel maps 2×2 patches to coordinates with covariance
+    diag(λ / (λ + eps)) (and its negative half), from the eigenvectors of
+    the patches' (uncentred) covariance."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(64, 9, 9, 3))
+    images = base + 0.8 * np.roll(base, 1, axis=1) + 0.5 * base[..., :1]  # correlated pixels
+    layer = PatchWhitening(2)
+    layer.build((None, 9, 9, 3))
+    layer.set_whitening(images, eps=5e-4)
+    out = to_numpy(layer(images.astype("float32")))[:, :-1, :-1, :]  # valid 2×2 positions
+    half = out[..., :12].reshape(-1, 12).astype("float64")
+    covariance = half.T @ half / len(half)
+    patches = np.stack(
+        [images[:, i : 8 + i, j : 8 + j, :] for i in range(2) for j in range(2)], axis=3
+    ).reshape(-1, 12)
+    eigenvalues = np.sort(np.linalg.eigvalsh(patches.T @ patches / len(patches)))[::-1]
+    np.testing.assert_allclose(covariance, np.diag(eigenvalues / (eigenvalues + 5e-4)), atol=2e-3)
+    np.testing.assert_allclose(out[..., 12:], -out[..., :12], atol=1e-5)
+
+
+def test_epoch_images_alternate_flips_and_shift_by_at_most_the_translation():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, size=(10, 8, 8, 3)).astype("uint8")
+    even, odd = epoch_images(images, 0, translate=0), epoch_images(images, 1, translate=0)
+    np.testing.assert_array_equal(odd, even[:, :, ::-1])
+    np.testing.assert_array_equal(epoch_images(images, 2, translate=0), even)
+    shifted = epoch_images(images, 3, translate=2, seed=5)
+    np.testing.assert_array_equal(shifted, epoch_images(images, 3, translate=2, seed=5))
+    unshifted = epoch_images(images, 3, translate=0, seed=5)
+    padded = np.pad(unshifted, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+    for k in range(len(images)):  # each image is one of the 25 crops of its padded self
+        crops = [padded[k, a : a + 8, b : b + 8] for a in range(5) for b in range(5)]
+        assert any(np.array_equal(shifted[k], c) for c in crops)
+
+
+def test_warmup_linear_decay_closed_form():
+    schedule = WarmupLinearDecay(2.0, total_steps=100, warmup_fraction=0.2, start=0.2, end=0.1)
+    values = [float(to_numpy(schedule(s))) for s in (0, 10, 20, 60, 100)]
+    np.testing.assert_allclose(values, [0.4, 1.2, 2.0, 2.0 * (1 - 0.9 * 0.5), 0.2], rtol=1e-6)
+    clone = WarmupLinearDecay.from_config(schedule.get_config())
+    assert float(to_numpy(clone(50))) == pytest.approx(float(to_numpy(schedule(50))))
+
+
+def test_recipe_trains_resumes_and_saves_a_float32_raw_rgb_teacher(tmp_path):
+    """Two epochs in two runs of the same function: the second resumes after
+    the first epoch. Convolutions and shifts move, the whitening kernel does
+    not, and the saved teacher reads raw RGB in float32 on any backend."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, size=(96, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, size=96)
+    output = str(tmp_path / "teacher.keras")
+    recipe = AirbenchRecipe(widths=(8, 16, 16), epochs=1, batch_size=32, whitening_images=64)
+    train_fast_teacher(output, x, y, x[:16], y[:16], recipe=recipe, log=lambda m: None)
+    first = keras.saving.load_model(output + ".ckpt.keras")
+    assert int(to_numpy(first.optimizer.iterations)) == 3  # 96 images, batch 32
+    start = {w.path: to_numpy(w).copy() for w in first.weights}
+    recipe = AirbenchRecipe(widths=(8, 16, 16), epochs=2, batch_size=32, whitening_images=64)
+    messages = []
+    record = train_fast_teacher(output, x, y, x[:16], y[:16], recipe=recipe, log=messages.append)
+    assert any("resuming" in m and "after epoch 1" in m for m in messages)
+    assert len(record["epoch_seconds"]) == 2 and record["epochs"] == 2
+    teacher = keras.saving.load_model(output, compile=False)
+    assert all(w.dtype == "float32" for w in teacher.weights)
+    after = {w.path: to_numpy(w) for w in keras.saving.load_model(output + ".ckpt.keras").weights}
+    whitening = [p for p in start if "whiten" in p and "kernel" in p]
+    moved = [p for p in start if "conv" in p or "shift" in p]
+    assert whitening and moved
+    for path in whitening:
+        np.testing.assert_array_equal(after[path], start[path])
+    assert all(not np.allclose(after[p], start[p]) for p in moved)
+    logits = to_numpy(teacher.predict(x[:4], verbose=0))
+    assert logits.shape == (4, 10) and np.isfinite(logits).all()
+
+
+def test_airbench_stage_ends_pair_with_a_small_student():
+    teacher = airbench((8, 16, 16))
+    names = [layer.name for layer in teacher.layers]
+    for k in (1, 2, 3):
+        assert f"block{k}" in names and f"block{k}_shift2" in names
+    assert teacher.output.shape == (None, 10)
