@@ -115,3 +115,20 @@ def sync_trainer_state(model):
         sync = getattr(model, "jax_state_sync", None)
         if callable(sync):
             sync()
+
+
+def sublayers(layer):
+    """Every layer nested in `layer`, recursively, without itself (`_flatten_layers`)."""
+    return list(layer._flatten_layers(include_self=False))
+
+
+def own_losses(layer):
+    """The losses `layer` itself added (`add_loss`, activity regularizers), not
+    its sublayers' (`_get_own_losses`; inside a stateless scope, the scope's)."""
+    return layer._get_own_losses()
+
+
+def regularization_losses(layer):
+    """The weight-regularizer penalties of `layer`'s trainable weights
+    (`_get_regularization_losses`)."""
+    return layer._get_regularization_losses()

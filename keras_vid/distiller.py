@@ -33,9 +33,10 @@ from keras_vid.features import (
     pair_key,
     token_mask_source,
 )
-from keras_vid.losses import reduce_tokens, softened_kl, weighted_batch_mean
+from keras_vid.losses import reduce_tokens, sigmoid_kl, softened_kl, weighted_batch_mean
 from keras_vid.pair_suggestion import resolve_pairs
 from keras_vid.step_guard import StepGuard
+from keras_vid.task_kind import kd_kind, task_kind
 from keras_vid.vid_head import VIDHead
 
 # `head_options` keys: `VIDHead`'s own arguments.
@@ -61,15 +62,6 @@ def no_batches_error(method):
         yield
     except StopIteration:
         raise ValueError(_NO_BATCHES.format(method=method)) from None
-
-
-def _is_sparse_loss(loss):
-    """Whether `loss` takes integer class labels (sparse categorical
-    cross-entropy, as an object, a function or its name)."""
-    name = getattr(loss, "name", None) or getattr(loss, "__name__", None) or loss
-    return isinstance(loss, keras.losses.SparseCategoricalCrossentropy) or (
-        isinstance(name, str) and "sparse_categorical" in name
-    )
 
 
 def _check_head_output(head, index, pair, student, teacher):
@@ -323,6 +315,7 @@ class VIDDistiller(keras.Model):
         ]
         self.kd_loss_tracker = keras.metrics.Mean(name="kd_loss")
         self.temperature = 4.0
+        self._kd_kind = "softmax"
         self._vid_compile_args = {}
         self._vid_jit_compile = "auto"
         self._vid_use_task_loss = True
@@ -374,15 +367,27 @@ class VIDDistiller(keras.Model):
         if (
             isinstance(temperature, bool)
             or not isinstance(temperature, numbers.Real)
-            or not (temperature > 0)
+            or not (0 < temperature < float("inf"))
         ):
-            raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature!r}")
+            raise ValueError(
+                f"`temperature` must be a finite number > 0. Received: temperature={temperature!r}"
+            )
 
         if not self.pairs and kd_weight == 0:
             raise ValueError(
                 f"{self.name} has no layer pairs (`pairs=[]`), so it distils only "
                 "through the KD term: pass `kd_weight` > 0 to `compile()`. Received: "
                 "kd_weight=0."
+            )
+        kind = task_kind(loss)
+        self._kd_kind = kd_kind(kind, self._student_logits_shape[-1])
+        if kd_weight > 0 and self._kd_kind is None:
+            raise ValueError(
+                f"KD distils the teacher's output distribution, but the loss "
+                f"{getattr(loss, 'name', loss)!r} trains a regression: there is no "
+                f"distribution to soften. Received: kd_weight={kd_weight}. Use kd_weight=0 "
+                "(the VID pairs need no labels and work for regression), or pair the "
+                "teacher's and the student's outputs as a VID pair to distil them."
             )
         if kd_weight > 0:
             self._check_kd_logits(kd_weight)
@@ -394,7 +399,8 @@ class VIDDistiller(keras.Model):
                 "without the softmax (its last layer with activation=None), or pass "
                 "from_logits=False."
             )
-        self.step_guard.sparse_labels = _is_sparse_loss(loss)
+        self.step_guard.sparse_labels = kind == "sparse"
+        self.step_guard.binary_labels = kind == "binary"
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         self._vid_jit_compile = kwargs.get("jit_compile", "auto")
         self.vid_weights.assign(vid_weights)
@@ -570,7 +576,8 @@ class VIDDistiller(keras.Model):
             distillation = distillation + ops.cast(self.vid_weights[index], "float32") * vid
         if self._logs_kd:
             student_logits = log_probabilities(logits) if self._student_softmax else logits
-            kd = softened_kl(teacher_outputs[LOGITS], student_logits, self.temperature)
+            kd_term = sigmoid_kl if self._kd_kind == "sigmoid" else softened_kl
+            kd = kd_term(teacher_outputs[LOGITS], student_logits, self.temperature)
             if len(kd.shape) > 1:  # per-token logits: the mean over the (real) tokens
                 mask = self._token_mask(LOGITS, x, student_outputs, teacher_outputs)
                 kd = reduce_tokens(kd, mask)
@@ -682,6 +689,12 @@ class VIDDistiller(keras.Model):
         check_not_empty(x, "fit")
         self.step_guard.check_label_array(y, "fit")
         self.step_guard.check_dataset_labels(x, "fit")
+        validation = arguments.get("validation_data")
+        if isinstance(validation, (tuple, list)) and len(validation) >= 2:
+            self.step_guard.check_label_array(validation[1], "fit", "validation_data")
+        elif validation is not None:
+            self.step_guard.check_dataset_labels(validation, "fit", "validation_data")
+        self._keep_teacher_frozen()
         callbacks = arguments.get("callbacks")
         if callbacks is None or isinstance(callbacks, (list, tuple)):
             callbacks = list(callbacks or [])
@@ -692,6 +705,38 @@ class VIDDistiller(keras.Model):
         extra = arguments.pop("kwargs", {})
         with no_batches_error("fit"):
             return super().fit(**arguments, **extra)
+
+    def _keep_teacher_frozen(self):
+        """Freeze the teacher again if it was made trainable after construction:
+        with trainable teacher weights the optimizer would track them, and a
+        decoupled weight decay would move them although no gradient reaches
+        them."""
+        if self.teacher.trainable_weights:
+            warnings.warn(
+                f"The teacher '{self.teacher.name}' was made trainable after it was "
+                f"given to {self.name}; the teacher of a distiller stays frozen (its "
+                "weights and BatchNorm statistics are not trained). Setting "
+                "`teacher.trainable = False` again.",
+                stacklevel=3,
+            )
+            self.teacher.trainable = False
+
+    def train_on_batch(self, *args, **kwargs):
+        self._keep_teacher_frozen()
+        return super().train_on_batch(*args, **kwargs)
+
+    @property
+    def losses(self):
+        """The losses added by the student and the heads (`add_loss`, activity
+        and weight regularizers); the frozen teacher's are left out: they carry
+        no gradient and would only inflate the logged task loss."""
+        teacher_layers = {id(layer) for layer in compat.sublayers(self.teacher)}
+        teacher_layers.add(id(self.teacher))
+        losses = compat.own_losses(self)
+        for layer in compat.sublayers(self):
+            if id(layer) not in teacher_layers:
+                losses.extend(compat.own_losses(layer))
+        return losses + compat.regularization_losses(self)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         check_not_empty(x, "evaluate")

@@ -201,6 +201,44 @@ def softened_kl(teacher_logits, student_logits, temperature):
     return (temperature**2) * ops.where(small, centred, direct)
 
 
+def sigmoid_kl(teacher_logits, student_logits, temperature):
+    """KD for independent binary outputs, per example: T² · Σ_j KL(p_j ‖ q_j).
+
+    `p_j = sigmoid(t_j / T)` and `q_j = sigmoid(s_j / T)` are the softened
+    Bernoulli probabilities of output j (a one-logit binary classifier, or
+    each label of a multi-label classifier); the KL of the joint of
+    independent outputs is the sum of theirs. Computed from log-sigmoids,
+    so large logits cannot overflow.
+
+    Args:
+        teacher_logits: teacher logits, shape `(batch, outputs)` (or with a
+            token axis before `outputs`).
+        student_logits: student logits, the same shape.
+        temperature: softening temperature T > 0.
+
+    Returns:
+        A float32 tensor of shape `(batch,)` (or `(batch, tokens)`), zero
+        where the two agree.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_vid.losses import sigmoid_kl
+
+    sigmoid_kl(np.array([[2.0]], "float32"), np.array([[0.0]], "float32"), 1.0)
+    # [0.434]: KL(Bernoulli(0.881) ‖ Bernoulli(0.5))
+    ```
+    """
+    t = ops.cast(teacher_logits, "float32") / temperature
+    s = ops.cast(student_logits, "float32") / temperature
+    p = ops.sigmoid(t)
+    log_p, log_not_p = ops.log_sigmoid(t), ops.log_sigmoid(-t)
+    log_q, log_not_q = ops.log_sigmoid(s), ops.log_sigmoid(-s)
+    kl = p * (log_p - log_q) + (1.0 - p) * (log_not_p - log_not_q)
+    return (temperature**2) * ops.sum(kl, axis=-1)
+
+
 def _exp_minus_one_plus(x):
     """exp(x) − 1 − x for |x| ≤ 1 without cancellation: its Taylor series
     (to x⁶, error below 3e-9 relative) for |x| < 0.1, expm1 beyond."""

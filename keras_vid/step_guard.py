@@ -101,6 +101,8 @@ class StepGuard(keras.layers.Layer):
         # Whether the compiled loss takes class indices (set by `compile()`):
         # float labels are then checked to be whole numbers in range too.
         self.sparse_labels = False
+        # Whether it is a binary cross-entropy (labels are probabilities in [0, 1]).
+        self.binary_labels = False
         self._state_variables = state_variables or (lambda: [])
         self._finite_groups = fused
 
@@ -138,9 +140,11 @@ class StepGuard(keras.layers.Layer):
             finite = ops.isfinite(y)
             ok = ops.all(finite)
             y = ops.where(finite, y, ops.zeros_like(y))
+        if self.binary_labels:
+            ok = ops.logical_and(ok, ops.logical_and(ops.all(y >= 0), ops.all(y <= 1)))
+            return y, ok
         sparse = len(y.shape) == 1 or (len(y.shape) == 2 and y.shape[-1] == 1)
-        indices = "int" in dtype or (floating and self.sparse_labels)
-        if self.classes is None or not sparse or not indices:
+        if self.classes is None or not sparse or not self.sparse_labels:
             return y, ok
         in_range = ops.logical_and(ops.all(y >= 0), ops.all(y < self.classes))
         ok = ops.logical_and(ok, in_range)
@@ -148,24 +152,40 @@ class StepGuard(keras.layers.Layer):
             ok = ops.logical_and(ok, ops.all(ops.equal(y, ops.floor(y))))
         return ops.clip(y, 0, self.classes - 1), ok
 
-    def check_label_array(self, y, method):
+    def check_label_array(self, y, method, argument="labels"):
         """Label arrays checked up front (the step checks tensors): a
-        `ValueError` naming `method` for string labels, class indices outside
-        the classes and float class indices that are not whole numbers."""
+        `ValueError` naming `method` (and `argument`, e.g. `validation_data`)
+        for string labels, class indices outside the classes, float class
+        indices that are not whole numbers (with a sparse loss), and binary
+        labels outside [0, 1] (with a binary loss)."""
         if y is None or not hasattr(y, "dtype") or isinstance(y, (dict, list, tuple)):
             return
         labels = np.asarray(y)
+        where = "" if argument == "labels" else f" in `{argument}`"
         if labels.dtype.kind in "USO":
             raise ValueError(
-                f"`{method}()` received labels of dtype {labels.dtype} (strings or "
+                f"`{method}()` received{where} labels of dtype {labels.dtype} (strings or "
                 f"objects, e.g. {labels.reshape(-1)[:3].tolist()}): labels must be numbers. "
                 "Map class names to integer indices first (e.g. with "
                 "`keras.layers.StringLookup(num_oov_indices=0)`)."
             )
+        numeric = labels[np.isfinite(labels)] if labels.dtype.kind == "f" else labels
+        if self.binary_labels and numeric.size and (numeric.min() < 0 or numeric.max() > 1):
+            raise ValueError(
+                f"`{method}()` received{where} labels in [{numeric.min()}, {numeric.max()}], "
+                "but the loss is a binary cross-entropy: each label is the probability of "
+                "its output being 1 and must lie in [0, 1]."
+            )
         sparse = labels.ndim == 1 or (labels.ndim == 2 and labels.shape[-1] == 1)
         integer = np.issubdtype(labels.dtype, np.integer)
-        floating = np.issubdtype(labels.dtype, np.floating) and self.sparse_labels
-        if self.classes is None or not sparse or not (integer or floating) or not labels.size:
+        floating = np.issubdtype(labels.dtype, np.floating)
+        if (
+            self.classes is None
+            or not self.sparse_labels
+            or not sparse
+            or not (integer or floating)
+            or not labels.size
+        ):
             return
         if floating:
             finite = labels[np.isfinite(labels)]  # NaN labels: the step guard skips the batch
@@ -181,12 +201,12 @@ class StepGuard(keras.layers.Layer):
                 return
         if labels.min() < 0 or labels.max() >= self.classes:
             raise ValueError(
-                f"`{method}()` received labels in [{labels.min()}, {labels.max()}], but the "
+                f"`{method}()` received{where} labels in [{labels.min()}, {labels.max()}], but the "
                 f"student has {self.classes} output classes: integer labels must lie in "
                 f"[0, {self.classes})."
             )
 
-    def check_dataset_labels(self, dataset, method):
+    def check_dataset_labels(self, dataset, method, argument="labels"):
         """String labels in a `tf.data.Dataset`, refused before the first step
         (they would fail inside the backend's tree utilities)."""
         spec = getattr(dataset, "element_spec", None)
@@ -194,8 +214,9 @@ class StepGuard(keras.layers.Layer):
             return
         for label in tree.flatten(spec[1]):
             if getattr(getattr(label, "dtype", None), "name", None) == "string":
+                where = "" if argument == "labels" else f" as `{argument}`"
                 raise ValueError(
-                    f"`{method}()` received a dataset whose labels are strings "
+                    f"`{method}()` received{where} a dataset whose labels are strings "
                     f"({label}): labels must be numbers. Map class names to integer "
                     "indices first (e.g. with `keras.layers.StringLookup(num_oov_indices=0)`)."
                 )
