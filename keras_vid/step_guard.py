@@ -201,8 +201,8 @@ class StepGuard(keras.layers.Layer):
                 return
         if labels.min() < 0 or labels.max() >= self.classes:
             raise ValueError(
-                f"`{method}()` received{where} labels in [{labels.min()}, {labels.max()}], but the "
-                f"student has {self.classes} output classes: integer labels must lie in "
+                f"`{method}()` received{where} labels in [{labels.min()}, {labels.max()}], "
+                f"but the student has {self.classes} output classes: integer labels must lie in "
                 f"[0, {self.classes})."
             )
 
