@@ -515,6 +515,194 @@ def different_inputs():
     distiller_for(teacher, student)
 
 
+# ------------------------------------------- tasks beyond multi-class (issue 24)
+
+
+def _fit_moves(distiller, x, y):
+    import keras
+    import numpy as np
+
+    before = [np.array(w) for w in keras.ops.convert_to_numpy(distiller.student.weights[0])]
+    history = distiller.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    after = [np.array(w) for w in keras.ops.convert_to_numpy(distiller.student.weights[0])]
+    skipped = int(keras.ops.convert_to_numpy(distiller.step_guard.skipped_steps))
+    check(skipped == 0, f"{skipped} steps skipped")
+    check(np.all(np.isfinite(history.history["loss"])), "non-finite loss")
+    check(not np.allclose(before, after), "the student did not move")
+    return history
+
+
+@case("a binary classifier with one logit (Dense(1) + BCE, labels 0/1)")
+def binary_one_logit():
+    import keras
+    import numpy as np
+
+    teacher, student = models(classes=1)
+    x, _ = data()
+    y = np.random.default_rng(1).integers(0, 2, size=(len(x), 1))
+    loss = keras.losses.BinaryCrossentropy(from_logits=True)
+    distiller = distiller_for(teacher, student, loss=loss, kd_weight=1.0)
+    history = _fit_moves(distiller, x, y)
+    check(history.history["kd_loss"][-1] > 0, "KD on one logit is 0 (a softmax of one logit)")
+
+
+@case("a binary classifier on a tf.data dataset")
+def binary_dataset():
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    teacher, student = models(classes=1)
+    x, _ = data()
+    y = np.random.default_rng(1).integers(0, 2, size=(len(x), 1)).astype("float32")
+    loss = keras.losses.BinaryCrossentropy(from_logits=True)
+    distiller = distiller_for(teacher, student, loss=loss)
+    _fit_moves(distiller, tf.data.Dataset.from_tensor_slices((x, y)).batch(8), None)
+
+
+@case("regression with integer-valued targets (Dense(2) + MSE)")
+def regression_int_targets():
+    import numpy as np
+
+    teacher, student = models(classes=2)
+    x, _ = data()
+    y = np.random.default_rng(1).integers(0, 9, size=(len(x), 2))
+    _fit_moves(distiller_for(teacher, student, loss="mse"), x, y)
+
+
+@case("multi-label classification (Dense(3) + sigmoid BCE, multi-hot labels)")
+def multi_label():
+    import keras
+    import numpy as np
+
+    teacher, student = models(classes=3)
+    x, _ = data()
+    y = np.random.default_rng(1).integers(0, 2, size=(len(x), 3)).astype("float32")
+    loss = keras.losses.BinaryCrossentropy(from_logits=True)
+    _fit_moves(distiller_for(teacher, student, loss=loss, kd_weight=1.0), x, y)
+
+
+@case("KD on a regression output", "error", ("regression", "kd_weight=0"))
+def regression_kd():
+    teacher, student = models(classes=2)
+    distiller_for(teacher, student, loss="mse", kd_weight=1.0)
+
+
+@case("a pair on the student's input layer", "error", ("s_in", "no trainable layer"))
+def pair_on_input():
+    teacher, student = models()
+    distiller_for(teacher, student, pairs=[("s_in", "t_conv")])
+
+
+@case("a channels-first teacher layer", "error", ("channels-first", "Permute"))
+def channels_first_teacher():
+    import keras
+
+    ti = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(8, 3, padding="same", name="t_conv")(ti)
+    h = keras.layers.Permute((3, 1, 2))(h)  # (batch, 8 channels, 8, 8)
+    h = keras.layers.ZeroPadding2D(0, data_format="channels_first", name="t_nchw")(h)
+    h = keras.layers.GlobalAveragePooling2D(data_format="channels_first")(h)
+    teacher = keras.Model(ti, keras.layers.Dense(4)(h), name="teacher")
+    _, student = models()
+    distiller_for(teacher, student, pairs=[("s_conv", "t_nchw")])
+
+
+@case("losses added by the frozen teacher (activity regularizer)")
+def teacher_activity_loss():
+    import keras
+    import numpy as np
+
+    ti = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(
+        8, 3, padding="same", name="t_conv", activity_regularizer=keras.regularizers.L2(100.0)
+    )(ti)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    teacher = keras.Model(ti, keras.layers.Dense(4, name="t_logits")(h), name="teacher")
+    _, student = models()
+    x, y = data()
+    distiller = distiller_for(teacher, student, vid_weight=0.0)
+    logs = distiller.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)
+    ce = float(keras.ops.convert_to_numpy(keras.ops.mean(sparse_ce()(y, student(x)))))
+    check(np.isclose(logs["task_loss"], ce, rtol=1e-4), f"task_loss {logs['task_loss']} vs {ce}")
+    check(np.isclose(logs["loss"], ce, rtol=1e-4), f"loss {logs['loss']} vs CE {ce}")
+
+
+@case("validation labels outside the classes", "error", ("validation_data", "[0, 4)"))
+def validation_labels_out_of_range():
+    teacher, student = models()
+    x, y = data()
+    distiller_for(teacher, student).fit(x, y, validation_data=(x, y + 4), verbose=0)
+
+
+@case("a teacher made trainable again after compile (AdamW)")
+def teacher_trainable_again():
+    import keras
+    import numpy as np
+
+    teacher, student = models()
+    x, y = data()
+    distiller = keras_vid_distiller(teacher, student)
+    distiller.compile(optimizer=keras.optimizers.AdamW(0.01, weight_decay=0.5), loss=sparse_ce())
+    teacher.trainable = True
+    before = [keras.ops.convert_to_numpy(w).copy() for w in teacher.weights]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    after = [keras.ops.convert_to_numpy(w) for w in teacher.weights]
+    check(all(np.array_equal(a, b) for a, b in zip(before, after)), "the teacher moved")
+
+
+def keras_vid_distiller(teacher, student, pairs=(("s_conv", "t_conv"),)):
+    import keras_vid
+
+    return keras_vid.VIDDistiller(teacher, student, pairs=list(pairs))
+
+
+@case("temperature=inf", "error", ("temperature", "finite"))
+def infinite_temperature():
+    teacher, student = models()
+    distiller_for(teacher, student, kd_weight=1.0, temperature=float("inf"))
+
+
+@case("a custom PairLoss returning bfloat16 under mixed_bfloat16")
+def bfloat16_pair_loss():
+    import keras
+    import numpy as np
+
+    import keras_vid
+
+    class HalfLoss(keras_vid.PairLoss):
+        def call(self, student, teacher, training=None):
+            s = keras.ops.mean(student, axis=(1, 2, 3))
+            t = keras.ops.mean(teacher, axis=(1, 2, 3))
+            return keras.ops.cast(keras.ops.square(s - t), "bfloat16")
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        teacher, student = models()
+        x, y = data()
+        distiller = keras_vid.VIDDistiller(
+            teacher, student, pairs=[("s_conv", "t_conv")], heads=[HalfLoss()]
+        )
+        distiller.compile(optimizer="sgd", loss=sparse_ce())
+        history = distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    check(np.isfinite(history.history["vid_0"][-1]), "non-finite VID term")
+
+
+@case("labels as a dict keyed by output name (tf.data)", "error", ("dict", "s_logits"))
+def dict_labels_dataset():
+    import tensorflow as tf
+
+    teacher, student = models()
+    x, y = data()
+    dataset = tf.data.Dataset.from_tensor_slices((x, {"s_logits": y})).batch(8)
+    distiller_for(teacher, student).fit(dataset, verbose=0)
+
+
 # -------------------------------------------------------------------- runner
 
 

@@ -19,6 +19,8 @@ from keras_vid.arguments import (
 )
 from keras_vid.features import (
     LOGITS,
+    check_channels_last,
+    check_feature_trains,
     check_no_shared_layers,
     check_same_inputs,
     check_symbolic_model,
@@ -235,8 +237,18 @@ class VIDDistiller(keras.Model):
         student_features, teacher_features, built_heads = {}, {}, []
         self._mask_sources = {}  # extractor key -> None, "input", "teacher" or "student"
         for index, ((s_name, t_name), option) in enumerate(zip(pairs, options)):
-            s_out = layer_output(find_layer(student, s_name, "student"), student, "student")
-            t_out = layer_output(find_layer(teacher, t_name, "teacher"), teacher, "teacher")
+            s_layer, t_layer = (
+                find_layer(student, s_name, "student"),
+                find_layer(teacher, t_name, "teacher"),
+            )
+            s_out = layer_output(s_layer, student, "student")
+            t_out = layer_output(t_layer, teacher, "teacher")
+            try:
+                check_channels_last(s_layer, s_out, "student", s_name)
+                check_channels_last(t_layer, t_out, "teacher", t_name)
+                check_feature_trains(student, s_out, s_name)
+            except ValueError as error:
+                raise ValueError(f"Pair {index} {(s_name, t_name)}: {error}") from None
             student_features[pair_key(index)] = s_out
             teacher_features[pair_key(index)] = t_out
             source = token_mask_source(s_out, t_out, token_mask, mask_tensor)
@@ -571,6 +583,7 @@ class VIDDistiller(keras.Model):
             mask = self._token_mask(key, x, student_outputs, teacher_outputs)
             masking = {} if mask is None else {"padding_mask": mask}
             nll = head(student_outputs[key], teacher_outputs[key], training=training, **masking)
+            nll = ops.cast(nll, "float32")  # a custom head may answer in half precision
             vid = weighted_batch_mean(nll, example_weight)
             tracker.update_state(vid, sample_weight=batch_size)
             distillation = distillation + ops.cast(self.vid_weights[index], "float32") * vid

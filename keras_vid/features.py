@@ -355,6 +355,35 @@ def layer_output(layer, model, role):
     return output
 
 
+def check_channels_last(layer, output, role, name):
+    """Refuse a paired map whose channels are not on the last axis: the head
+    would learn one σ² per column of the map instead of one per channel."""
+    if getattr(layer, "data_format", None) == "channels_first" and len(output.shape) >= 3:
+        raise ValueError(
+            f"The {role} layer '{name}' is channels-first (data_format='channels_first', "
+            f"output shape {tuple(output.shape)}), but VID heads read channels on the last "
+            "axis. Pair a channels-last layer, or move the channels last after it, e.g. "
+            f"`keras.layers.Permute((2, 3, 1))` on a 4-D map, and pair that layer."
+        )
+
+
+def check_feature_trains(model, output, name, role="student"):
+    """Refuse a student feature computed without any trainable weight (the
+    input itself, or a parameter-free transform of it): the pair's gradient
+    would train its head alone and never reach the student."""
+    try:
+        upstream = keras.Model(model.inputs, output)
+    except (ValueError, TypeError, AttributeError):  # e.g. a nested model's inner tensor
+        return
+    if not upstream.trainable_weights:
+        raise ValueError(
+            f"The {role} layer '{name}' has no trainable layer before it (it is an input, "
+            "or computed from the inputs by layers without trainable weights), so a VID "
+            f"pair on it would train only its head, never the {role}. Pair a layer that "
+            "comes after a trainable one."
+        )
+
+
 def final_softmax(model, output=0):
     """The name of the layer that ends `model`'s output number `output` in a
     softmax (a `Softmax` layer, or any layer with `activation="softmax"`, as

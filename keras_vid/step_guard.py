@@ -158,10 +158,12 @@ class StepGuard(keras.layers.Layer):
         for string labels, class indices outside the classes, float class
         indices that are not whole numbers (with a sparse loss), and binary
         labels outside [0, 1] (with a binary loss)."""
-        if y is None or not hasattr(y, "dtype") or isinstance(y, (dict, list, tuple)):
+        where = "" if argument == "labels" else f" in `{argument}`"
+        if isinstance(y, dict):
+            raise ValueError(_dict_labels(method, where, list(y)))
+        if y is None or not hasattr(y, "dtype") or isinstance(y, (list, tuple)):
             return
         labels = np.asarray(y)
-        where = "" if argument == "labels" else f" in `{argument}`"
         if labels.dtype.kind in "USO":
             raise ValueError(
                 f"`{method}()` received{where} labels of dtype {labels.dtype} (strings or "
@@ -212,6 +214,9 @@ class StepGuard(keras.layers.Layer):
         spec = getattr(dataset, "element_spec", None)
         if not isinstance(spec, tuple) or len(spec) < 2:
             return
+        if isinstance(spec[1], dict):
+            where = "" if argument == "labels" else f" as `{argument}`"
+            raise ValueError(_dict_labels(method, where, list(spec[1]), dataset=True))
         for label in tree.flatten(spec[1]):
             if getattr(getattr(label, "dtype", None), "name", None) == "string":
                 where = "" if argument == "labels" else f" as `{argument}`"
@@ -264,6 +269,16 @@ class StepGuard(keras.layers.Layer):
         config = super().get_config()
         config.update({"pairs": [list(pair) for pair in self.pairs], "classes": self.classes})
         return config
+
+
+def _dict_labels(method, where, keys, dataset=False):
+    source = "a dataset whose labels are" if dataset else "labels as"
+    return (
+        f"`{method}()` received{where} {source} a dict keyed by {keys}. A distiller "
+        "computes its task loss on one output of the student (its logits, or the one "
+        "`student_output` names), so it takes that output's labels as one array or "
+        "tensor: pass `y[<name>]` (map the dataset with `lambda x, y: (x, y[<name>])`)."
+    )
 
 
 def describe(pairs, flags):
