@@ -328,6 +328,7 @@ class VIDDistiller(keras.Model):
         self.kd_loss_tracker = keras.metrics.Mean(name="kd_loss")
         self.temperature = 4.0
         self._kd_kind = "softmax"
+        self._kd_scheduled = False
         self._vid_compile_args = {}
         self._vid_jit_compile = "auto"
         self._vid_use_task_loss = True
@@ -490,8 +491,9 @@ class VIDDistiller(keras.Model):
 
     @property
     def _logs_kd(self):
-        """Whether `kd_loss` is tracked: only when compiled with `kd_weight > 0`."""
-        return bool(self._vid_compile_args.get("kd_weight"))
+        """Whether the KD term is computed (and `kd_loss` tracked): when compiled
+        with `kd_weight > 0`, or when a `WeightSchedule` of `fit` sets it."""
+        return bool(self._vid_compile_args.get("kd_weight")) or self._kd_scheduled
 
     @property
     def metrics(self):
@@ -708,6 +710,7 @@ class VIDDistiller(keras.Model):
         elif validation is not None:
             self.step_guard.check_dataset_labels(validation, "fit", "validation_data")
         self._keep_teacher_frozen()
+        self._schedule_kd(arguments.get("callbacks"))
         callbacks = arguments.get("callbacks")
         if callbacks is None or isinstance(callbacks, (list, tuple)):
             callbacks = list(callbacks or [])
@@ -718,6 +721,25 @@ class VIDDistiller(keras.Model):
         extra = arguments.pop("kwargs", {})
         with no_batches_error("fit"):
             return super().fit(**arguments, **extra)
+
+    def _schedule_kd(self, callbacks):
+        """Compute the KD term when a `WeightSchedule` of this `fit` sets its
+        weight, even if `compile()` had `kd_weight=0` (a curriculum that starts
+        KD later): checked as `compile` checks it, and the step re-traced."""
+        from keras_vid.callbacks.weight_schedule import WeightSchedule
+
+        scheduled = any(isinstance(c, WeightSchedule) and c.schedules_kd for c in callbacks or ())
+        if not scheduled or self._kd_scheduled:
+            return
+        if self._kd_kind is None:
+            raise ValueError(
+                "A WeightSchedule sets `kd_weight`, but the compiled loss trains a "
+                "regression, which has no output distribution to distil. Schedule "
+                "`vid_weight` only."
+            )
+        self._check_kd_logits("scheduled")
+        self._kd_scheduled = True
+        self.train_function = self.test_function = None  # traced without the KD term
 
     def _keep_teacher_frozen(self):
         """Freeze the teacher again if it was made trainable after construction:

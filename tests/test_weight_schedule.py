@@ -61,9 +61,11 @@ def test_weight_schedule_rejects_bad_arguments(kwargs, message):
 
 
 def make_distiller(models, **compile_kwargs):
-    """Zero learning rate: every loss term is the same in every epoch."""
+    """Zero learning rate and fixed teacher units (no tracked statistics):
+    every loss term is the same in every epoch."""
     teacher, student = models
-    distiller = VIDDistiller(teacher, student, pairs=CNN_PAIRS)
+    options = {"normalize_teacher": False}
+    distiller = VIDDistiller(teacher, student, pairs=CNN_PAIRS, head_options=options)
     distiller.compile(optimizer=keras.optimizers.SGD(0.0), loss=CE, **compile_kwargs)
     return distiller
 
@@ -160,3 +162,38 @@ def test_one_float_sets_every_pair_and_none_is_left_alone(models):
     assert logs == pytest.approx({"loss": 1.0, **{f"vid_weight_{k}": 0.7 for k in range(3)}})
     assert to_numpy(distiller.vid_weights) == pytest.approx([0.7] * 3)
     assert float(to_numpy(distiller.kd_weight)) == pytest.approx(0.25)
+
+
+def test_kd_scheduled_after_compiling_without_it_is_trained():
+    """`compile(kd_weight=0)` then a WeightSchedule that turns KD on at epoch 1
+    (a curriculum): from that epoch the KD term is computed, logged, and part
+    of the loss; before it the loss is the task and VID terms alone."""
+    from conftest import small_cnn
+
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 5, size=16)
+    keras.utils.set_random_seed(0)
+
+    teacher, student = small_cnn("t", 8), small_cnn("s", 4)
+    distiller = VIDDistiller(teacher, student, pairs=[("s_g1", "t_g1")])
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), loss=CE, vid_weight=0.0, kd_weight=0.0)
+    schedule = WeightSchedule(kd_weight=lambda epoch: float(epoch))  # 0, then 1
+    history = distiller.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[schedule]).history
+    assert "kd_loss" in history and history["kd_loss"][1] > 0
+    # Epoch 0 trains at KD weight 0, epoch 1 at 1 (vid_weight is 0).
+    np.testing.assert_allclose(history["loss"][0], history["task_loss"][0], rtol=1e-5)
+    np.testing.assert_allclose(
+        history["loss"][1], history["task_loss"][1] + history["kd_loss"][1], rtol=1e-5
+    )
+    logs = distiller.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    t_logits = to_numpy(teacher.predict(x, verbose=0)).astype("float64") / 4
+    s_logits = to_numpy(student.predict(x, verbose=0)).astype("float64") / 4
+
+    def log_softmax(z):
+        z = z - z.max(1, keepdims=True)
+        return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+    log_t, log_s = log_softmax(t_logits), log_softmax(s_logits)
+    kd = 16 * np.mean((np.exp(log_t) * (log_t - log_s)).sum(1))
+    np.testing.assert_allclose(logs["kd_loss"], kd, rtol=1e-4)

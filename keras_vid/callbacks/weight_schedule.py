@@ -2,7 +2,6 @@
 
 import math
 import numbers
-import warnings
 
 import keras
 import numpy as np
@@ -110,8 +109,8 @@ class WeightSchedule(keras.callbacks.Callback):
             callable `epoch → number ≥ 0` (epochs count from 0, including
             `initial_epoch`). `None` keeps the compiled λ.
         kd_weight: the KD weight, in the same forms. `None` keeps the
-            compiled value. Note that `kd_loss` is only logged when the
-            distiller was compiled with `kd_weight > 0`.
+            compiled value. A distiller compiled with `kd_weight=0` computes
+            (and logs) the KD term under a schedule that sets it.
 
     Example:
 
@@ -145,6 +144,12 @@ class WeightSchedule(keras.callbacks.Callback):
         self._kd = None if kd_weight is None else _as_schedule(kd_weight, "kd_weight")
         self.applied = {}
 
+    @property
+    def schedules_kd(self):
+        """Whether this schedule sets `kd_weight` (the distiller then computes
+        the KD term even when compiled with `kd_weight=0`)."""
+        return self._kd is not None
+
     def _num_pairs(self):
         weights = getattr(self.model, "vid_weights", None)
         if weights is None or getattr(self.model, "kd_weight", None) is None:
@@ -160,14 +165,6 @@ class WeightSchedule(keras.callbacks.Callback):
             raise ValueError(
                 f"`vid_weight` has {len(self._vid)} entries but the distiller has "
                 f"{num_pairs} pairs: pass one value or schedule for all pairs, or one per pair."
-            )
-        compiled = self.model.distillation_config.get("kd_weight")
-        if self._kd is not None and compiled == 0:
-            warnings.warn(
-                "WeightSchedule: the distiller was compiled with kd_weight=0, so the KD "
-                "term is applied with the scheduled weight but `kd_loss` is not logged. "
-                "Compile with kd_weight > 0 to log it.",
-                stacklevel=2,
             )
 
     def values(self, epoch):
