@@ -99,6 +99,27 @@ class _StepFeatures:
     labels_ok = None
 
 
+def _first_inputs(x, count):
+    """Up to `count` leading examples of `fit`'s `x` (arrays, a dict or list
+    of arrays, a `tf.data.Dataset` or a `PyDataset`: its first batch), or
+    `None` for data that cannot be read without consuming it."""
+
+    def inputs(element):
+        return element[0] if isinstance(element, tuple) else element
+
+    try:
+        if hasattr(x, "element_spec"):  # tf.data.Dataset
+            return inputs(next(iter(x)))
+        if isinstance(x, keras.utils.PyDataset):
+            return inputs(x[0])
+        leaves = tree.flatten(x)
+        if leaves and all(hasattr(leaf, "shape") and len(leaf.shape) for leaf in leaves):
+            return tree.map_structure(lambda a: a[:count], x)
+    except (StopIteration, TypeError, IndexError):
+        return None
+    return None
+
+
 @keras.saving.register_keras_serializable(package="keras_vid")
 class VIDDistiller(keras.Model):
     """Distils a frozen teacher into a student with VID heads on layer pairs.
@@ -711,6 +732,7 @@ class VIDDistiller(keras.Model):
             self.step_guard.check_dataset_labels(validation, "fit", "validation_data")
         self._keep_teacher_frozen()
         self._schedule_kd(arguments.get("callbacks"))
+        self._calibrate_from(x)
         callbacks = arguments.get("callbacks")
         if callbacks is None or isinstance(callbacks, (list, tuple)):
             callbacks = list(callbacks or [])
@@ -756,9 +778,45 @@ class VIDDistiller(keras.Model):
             )
             self.teacher.trainable = False
 
-    def train_on_batch(self, *args, **kwargs):
+    def train_on_batch(self, x, *args, **kwargs):
         self._keep_teacher_frozen()
-        return super().train_on_batch(*args, **kwargs)
+        self._calibrate_from(x)
+        return super().train_on_batch(x, *args, **kwargs)
+
+    # Examples of the first batches that set the teacher statistics.
+    CALIBRATION_EXAMPLES = 512
+
+    def calibrate(self, x):
+        """Set the teacher statistics of every head that normalises the
+        teacher feature (`VIDHead(normalize_teacher=True)`) from the teacher's
+        features on the inputs `x`, and fix them. `fit` and `train_on_batch`
+        do it on their first data; call it yourself in a custom loop, or to
+        use other data."""
+        heads = [
+            (index, head)
+            for index, head in enumerate(self.heads)
+            if callable(getattr(head, "calibrate", None))
+            and self._mask_sources[pair_key(index)] != "student"
+        ]
+        if not heads:
+            return
+        teacher_outputs = self._teacher_features(x)
+        for index, head in heads:
+            key = pair_key(index)
+            mask = self._token_mask(key, x, {}, teacher_outputs)
+            head.calibrate(teacher_outputs[key], padding_mask=mask)
+
+    def _calibrate_from(self, x):
+        """`calibrate` on up to `CALIBRATION_EXAMPLES` examples of `fit`'s
+        data, before the first step, when a head's statistics are not fixed
+        yet: on the global batch, so data-parallel training matches a single
+        device. Data that cannot be peeked at (a generator) is left to the
+        heads, which average their first batches' statistics in the step."""
+        if all(getattr(head, "calibrated", True) for head in self.heads):
+            return
+        sample = _first_inputs(x, self.CALIBRATION_EXAMPLES)
+        if sample is not None:
+            self.calibrate(sample)
 
     @property
     def losses(self):

@@ -135,7 +135,7 @@ class VIDHead(PairLoss):
         drop_class_tokens=False,
         token_grid=False,
         normalize_teacher=True,
-        statistics_momentum=0.99,
+        statistics_batches=100,
         **kwargs,
     ):
         kwargs.pop("autocast", None)
@@ -213,13 +213,17 @@ class VIDHead(PairLoss):
                 f"{self._who()}: `drop_class_tokens=True` needs `class_tokens` ≥ 1 (how "
                 f"many leading tokens to drop). Received: class_tokens={class_tokens!r}"
             )
-        if not 0.0 <= statistics_momentum < 1.0:
+        if (
+            isinstance(statistics_batches, bool)
+            or not isinstance(statistics_batches, int)
+            or statistics_batches < 1
+        ):
             raise ValueError(
-                f"{self._who()}: `statistics_momentum` must be in [0, 1). "
-                f"Received: statistics_momentum={statistics_momentum!r}"
+                f"{self._who()}: `statistics_batches` must be a positive integer. "
+                f"Received: statistics_batches={statistics_batches!r}"
             )
         self.normalize_teacher = bool(normalize_teacher)
-        self.statistics_momentum = float(statistics_momentum)
+        self.statistics_batches = statistics_batches
         self.class_tokens = class_tokens
         self.drop_class_tokens = bool(drop_class_tokens)
         self.token_grid = bool(token_grid)
@@ -290,6 +294,7 @@ class VIDHead(PairLoss):
                 initializer="zeros",
                 dtype="float32",
                 trainable=False,
+                autocast=False,
             )
             self.teacher_variance = self.add_weight(
                 name="teacher_variance",
@@ -297,6 +302,7 @@ class VIDHead(PairLoss):
                 initializer="ones",
                 dtype="float32",
                 trainable=False,
+                autocast=False,
             )
             self.statistics_count = self.add_weight(
                 name="statistics_count",
@@ -304,8 +310,20 @@ class VIDHead(PairLoss):
                 initializer="zeros",
                 dtype="float32",
                 trainable=False,
+                autocast=False,
             )
         self.built = True
+
+    def count_params(self):
+        """μ's weights and α: the head's parameters. The tracked teacher
+        statistics are state (like BatchNorm's moving averages of a frozen
+        teacher), not parameters, and are not counted."""
+        statistics = (
+            {id(self.teacher_mean), id(self.teacher_variance), id(self.statistics_count)}
+            if self.built and self.normalize_teacher
+            else set()
+        )
+        return sum(int(math.prod(w.shape)) for w in self.weights if id(w) not in statistics)
 
     def _alpha_scale(self):
         if self.alpha_gradient_scale == "channels":
@@ -362,26 +380,41 @@ class VIDHead(PairLoss):
     STATISTICS_EPSILON = 1e-6
 
     def _update_statistics(self, t, padding_mask=None):
-        """Move the tracked per-channel mean and variance toward this batch's:
-        a running average over the first 1 / (1 − momentum) batches, an
-        exponential moving average after (so the first batch sets them)."""
-        axes = tuple(range(len(t.shape) - 1))
-        if padding_mask is None:
-            batch_mean = ops.mean(t, axis=axes)
-            batch_variance = ops.mean(ops.square(t - batch_mean), axis=axes)
-        else:
-            weight = ops.cast(ops.greater(ops.cast(padding_mask, "float32"), 0.0), "float32")
-            weight = ops.expand_dims(weight, -1)
-            total = ops.maximum(ops.sum(weight), 1.0)
-            batch_mean = ops.sum(t * weight, axis=axes) / total
-            batch_variance = ops.sum(ops.square(t - batch_mean) * weight, axis=axes) / total
+        """Average this batch's per-channel mean and variance into the tracked
+        ones while fewer than `statistics_batches` batches were seen; after
+        that (or after `calibrate`) they stay fixed."""
+        batch_mean, batch_variance = _channel_moments(t, padding_mask)
         count = ops.convert_to_tensor(self.statistics_count)
-        rate = ops.maximum(1.0 / (count + 1.0), 1.0 - self.statistics_momentum)
+        rate = ops.where(count < self.statistics_batches, 1.0 / (count + 1.0), 0.0)
         mean = ops.convert_to_tensor(self.teacher_mean)
         variance = ops.convert_to_tensor(self.teacher_variance)
         self.teacher_mean.assign(mean + rate * (batch_mean - mean))
         self.teacher_variance.assign(variance + rate * (batch_variance - variance))
-        self.statistics_count.assign(count + 1.0)
+        self.statistics_count.assign(ops.minimum(count + 1.0, float(self.statistics_batches)))
+
+    def calibrate(self, teacher, padding_mask=None):
+        """Set the teacher statistics from a batch of teacher features (the
+        head's input, before pooling) and stop updating them.
+        `VIDDistiller.fit` calls it on the first batch of the data, as a whole
+        (not per replica), so training is the same on any number of devices."""
+        if not self.normalize_teacher:
+            return
+        t = ops.cast(teacher, "float32")
+        if self.teacher_pool is not None:
+            t = self.teacher_pool(t)
+        mean, variance = _channel_moments(t, padding_mask)
+        self.teacher_mean.assign(mean)
+        self.teacher_variance.assign(variance)
+        self.statistics_count.assign(float(self.statistics_batches))
+
+    @property
+    def calibrated(self):
+        """Whether the teacher statistics are fixed (estimated from enough
+        batches, or set by `calibrate`); always true without `normalize_teacher`."""
+        if not self.normalize_teacher:
+            return True
+        count = float(ops.convert_to_numpy(self.statistics_count))
+        return count >= self.statistics_batches
 
     def call(self, student, teacher, training=None, padding_mask=None):
         """The per-example NLL, shape `(batch,)`. `padding_mask`, shape
@@ -431,7 +464,7 @@ class VIDHead(PairLoss):
                 "drop_class_tokens": self.drop_class_tokens,
                 "token_grid": self.token_grid,
                 "normalize_teacher": self.normalize_teacher,
-                "statistics_momentum": self.statistics_momentum,
+                "statistics_batches": self.statistics_batches,
             }
         )
         return config
@@ -447,3 +480,17 @@ class VIDHead(PairLoss):
     def build_from_config(self, config):
         if config:
             self.build(tuple(config["student_shape"]), tuple(config["teacher_shape"]))
+
+
+def _channel_moments(t, padding_mask=None):
+    """Per-channel (last axis) mean and variance of `t` over every other axis;
+    with a `(batch, tokens)` padding mask, over the real tokens only."""
+    axes = tuple(range(len(t.shape) - 1))
+    if padding_mask is None:
+        mean = ops.mean(t, axis=axes)
+        return mean, ops.mean(ops.square(t - mean), axis=axes)
+    weight = ops.cast(ops.greater(ops.cast(padding_mask, "float32"), 0.0), "float32")
+    weight = ops.expand_dims(weight, -1)
+    total = ops.maximum(ops.sum(weight), 1.0)
+    mean = ops.sum(t * weight, axis=axes) / total
+    return mean, ops.sum(ops.square(t - mean) * weight, axis=axes) / total

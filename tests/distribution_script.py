@@ -129,8 +129,10 @@ def distiller(batch_norm="plain", pairs=PAIRS):
     variables += [v for head in model.heads for v in head.weights]
     for variable in sorted(variables, key=lambda v: v.path):
         shape = tuple(variable.shape)
-        if "moving_variance" in variable.path:
+        if "moving_variance" in variable.path or "teacher_variance" in variable.path:
             value = rng.uniform(0.5, 1.5, size=shape)
+        elif "statistics_count" in variable.path:  # `fit` calibrates on the global batch
+            value = np.zeros(shape)
         elif "gamma" in variable.path:
             value = rng.uniform(0.8, 1.2, size=shape)
         elif "alpha" in variable.path:

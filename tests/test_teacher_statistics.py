@@ -1,9 +1,10 @@
 """VIDHead(normalize_teacher=True): the teacher feature in units of its own spread.
 
-The head tracks each teacher channel's mean and variance (the first training
-batch sets them, then a running average, then an exponential one) and scores
-the standardised feature, so its variance settings mean the same on any
-layer and the loss does not depend on the scale of the teacher's features.
+The head estimates each teacher channel's mean and variance (`fit` calibrates
+them on its first data; a head used alone averages its first training
+batches), then keeps them fixed, and scores the standardised feature, so its
+variance settings mean the same on any layer and the loss does not depend on
+the scale of the teacher's features.
 """
 
 import keras
@@ -35,26 +36,39 @@ def test_first_training_call_sets_the_statistics_and_scores_the_standardised_fea
     np.testing.assert_allclose(ref.head_target(head, t), standardised, rtol=1e-3, atol=1e-4)
 
 
-def test_running_average_then_exponential_and_no_update_outside_training():
+def test_running_average_over_the_first_batches_then_fixed_and_no_update_outside_training():
     rng = np.random.default_rng(1)
-    head = VIDHead(statistics_momentum=0.5)  # running average for 2 batches, then EMA 0.5
+    head = VIDHead(statistics_batches=2)
     s1, t1 = _batch(rng)
     s2, t2 = _batch(rng, scale=3.0, shift=2.0)
     s3, t3 = _batch(rng, scale=0.5, shift=-1.0)
     head.build(s1.shape, t1.shape)
+    assert not head.calibrated
+    head(s1, t1)  # inference: no update
+    assert float(to_numpy(head.statistics_count)) == 0.0
     head(s1, t1, training=True)
     head(s2, t2, training=True)
-    m1, m2, m3 = (t.mean(axis=(0, 1, 2)) for t in (t1, t2, t3))
+    m1, m2 = (t.mean(axis=(0, 1, 2)) for t in (t1, t2))
+    v1, v2 = (t.var(axis=(0, 1, 2)) for t in (t1, t2))
     np.testing.assert_allclose(to_numpy(head.teacher_mean), (m1 + m2) / 2, rtol=1e-5, atol=1e-6)
-    head(s3, t3, training=True)  # rate max(1/3, 1 − 0.5) = 0.5
-    np.testing.assert_allclose(
-        to_numpy(head.teacher_mean), (m1 + m2) / 4 + m3 / 2, rtol=1e-5, atol=1e-6
-    )
-    before = to_numpy(head.teacher_variance).copy()
-    head(s1, t1)
-    head(s1, t1, training=False)
-    np.testing.assert_array_equal(to_numpy(head.teacher_variance), before)
-    assert float(to_numpy(head.statistics_count)) == 3.0
+    np.testing.assert_allclose(to_numpy(head.teacher_variance), (v1 + v2) / 2, rtol=1e-4)
+    assert head.calibrated
+    head(s3, t3, training=True)  # fixed after `statistics_batches` batches
+    np.testing.assert_allclose(to_numpy(head.teacher_mean), (m1 + m2) / 2, rtol=1e-5, atol=1e-6)
+    assert float(to_numpy(head.statistics_count)) == 2.0
+
+
+def test_calibrate_sets_and_fixes_the_statistics():
+    rng = np.random.default_rng(4)
+    s, t = _batch(rng, scale=4.0, shift=3.0)
+    s2, t2 = _batch(rng)
+    head = VIDHead()
+    head.build(s.shape, t.shape)
+    head.calibrate(t)
+    assert head.calibrated
+    head(s2, t2, training=True)
+    np.testing.assert_allclose(to_numpy(head.teacher_mean), t.mean(axis=(0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(head.teacher_variance), t.var(axis=(0, 1, 2)), rtol=1e-4)
 
 
 def test_masked_tokens_are_left_out_of_the_statistics():
@@ -84,11 +98,12 @@ def test_off_scores_the_raw_feature_and_has_no_statistics():
 
 
 def test_config_round_trip():
-    head = VIDHead(normalize_teacher=False, statistics_momentum=0.9)
+    head = VIDHead(normalize_teacher=False, statistics_batches=7)
     clone = VIDHead.from_config(head.get_config())
-    assert clone.normalize_teacher is False and clone.statistics_momentum == 0.9
-    with pytest.raises(ValueError, match="statistics_momentum"):
-        VIDHead(statistics_momentum=1.0)
+    assert clone.normalize_teacher is False and clone.statistics_batches == 7
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="statistics_batches"):
+            VIDHead(statistics_batches=bad)
 
 
 def _scaled_teacher(teacher, factor):
@@ -122,8 +137,12 @@ def test_training_does_not_depend_on_the_scale_of_the_teacher_feature(data):
         history = distiller.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
         students.append([to_numpy(w) for w in student.trainable_weights])
         logs.append(history.history["vid_0"])
-        head = distiller.heads[0]
-        assert float(to_numpy(head.statistics_count)) == 8.0  # 4 steps × 2 epochs
+        head = distiller.heads[0]  # calibrated by `fit` on its data, then fixed
+        features = to_numpy(keras.Model(teacher.input, teacher.get_layer("t_g1_scaled").output)(x))
+        np.testing.assert_allclose(
+            to_numpy(head.teacher_mean), features.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6
+        )
+        assert head.calibrated
     np.testing.assert_allclose(logs[0], logs[1], rtol=1e-3, atol=1e-4)
     for a, b in zip(*students):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
