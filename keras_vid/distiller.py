@@ -99,22 +99,26 @@ class _StepFeatures:
     labels_ok = None
 
 
-def _first_inputs(x, count):
-    """Up to `count` leading examples of `fit`'s `x` (arrays, a dict or list
-    of arrays, a `tf.data.Dataset` or a `PyDataset`: its first batch), or
-    `None` for data that cannot be read without consuming it."""
+def _first_inputs(x, batch_size):
+    """The inputs of the first batch of `fit`'s `x`: the first `batch_size`
+    examples of arrays (or a dict or list of arrays), the first element of a
+    `tf.data.Dataset`, `PyDataset` or DataLoader; `None` for data that cannot
+    be read without consuming it (a generator)."""
 
     def inputs(element):
         return element[0] if isinstance(element, tuple) else element
 
+    def unpack(element):  # a DataLoader yields lists
+        return tuple(element) if isinstance(element, list) else element
+
     try:
-        if hasattr(x, "element_spec"):  # tf.data.Dataset
-            return inputs(next(iter(x)))
         if isinstance(x, keras.utils.PyDataset):
             return inputs(x[0])
         leaves = tree.flatten(x)
         if leaves and all(hasattr(leaf, "shape") and len(leaf.shape) for leaf in leaves):
-            return tree.map_structure(lambda a: a[:count], x)
+            return tree.map_structure(lambda a: a[:batch_size], x)
+        if iter(x) is not x:  # re-iterable: tf.data.Dataset, a torch DataLoader
+            return inputs(unpack(next(iter(x))))
     except (StopIteration, TypeError, IndexError):
         return None
     return None
@@ -732,7 +736,7 @@ class VIDDistiller(keras.Model):
             self.step_guard.check_dataset_labels(validation, "fit", "validation_data")
         self._keep_teacher_frozen()
         self._schedule_kd(arguments.get("callbacks"))
-        self._calibrate_from(x)
+        self._calibrate_from(x, arguments.get("batch_size"))
         callbacks = arguments.get("callbacks")
         if callbacks is None or isinstance(callbacks, (list, tuple)):
             callbacks = list(callbacks or [])
@@ -783,9 +787,6 @@ class VIDDistiller(keras.Model):
         self._calibrate_from(x)
         return super().train_on_batch(x, *args, **kwargs)
 
-    # Examples of the first batches that set the teacher statistics.
-    CALIBRATION_EXAMPLES = 512
-
     def calibrate(self, x):
         """Set the teacher statistics of every head that normalises the
         teacher feature (`VIDHead(normalize_teacher=True)`) from the teacher's
@@ -795,7 +796,7 @@ class VIDDistiller(keras.Model):
         heads = [
             (index, head)
             for index, head in enumerate(self.heads)
-            if callable(getattr(head, "calibrate", None))
+            if getattr(head, "normalize_teacher", False)
             and self._mask_sources[pair_key(index)] != "student"
         ]
         if not heads:
@@ -804,17 +805,22 @@ class VIDDistiller(keras.Model):
         for index, head in heads:
             key = pair_key(index)
             mask = self._token_mask(key, x, {}, teacher_outputs)
-            head.calibrate(teacher_outputs[key], padding_mask=mask)
+            mean, variance = head.statistics_of(teacher_outputs[key], padding_mask=mask)
+            # Each PyTorch DDP process sees its slice: average the moments.
+            mean_square = vid_backend.process_mean(variance + ops.square(mean))
+            mean = vid_backend.process_mean(mean)
+            head.set_statistics(mean, ops.maximum(mean_square - ops.square(mean), 0.0))
 
-    def _calibrate_from(self, x):
-        """`calibrate` on up to `CALIBRATION_EXAMPLES` examples of `fit`'s
-        data, before the first step, when a head's statistics are not fixed
-        yet: on the global batch, so data-parallel training matches a single
-        device. Data that cannot be peeked at (a generator) is left to the
-        heads, which average their first batches' statistics in the step."""
+    def _calibrate_from(self, x, batch_size=None):
+        """`calibrate` on the first batch of `fit`'s data, before the first
+        step, when a head's statistics are not fixed yet: on the global batch
+        (averaged over the processes of a PyTorch DDP run), so data-parallel
+        training matches a single device. Data that cannot be peeked at (a
+        generator) is left to the heads, which average their first batches'
+        statistics in the step."""
         if all(getattr(head, "calibrated", True) for head in self.heads):
             return
-        sample = _first_inputs(x, self.CALIBRATION_EXAMPLES)
+        sample = _first_inputs(x, batch_size or 32)
         if sample is not None:
             self.calibrate(sample)
 

@@ -397,12 +397,18 @@ class VIDHead(PairLoss):
         head's input, before pooling) and stop updating them.
         `VIDDistiller.fit` calls it on the first batch of the data, as a whole
         (not per replica), so training is the same on any number of devices."""
-        if not self.normalize_teacher:
-            return
+        if self.normalize_teacher:
+            self.set_statistics(*self.statistics_of(teacher, padding_mask))
+
+    def statistics_of(self, teacher, padding_mask=None):
+        """`(mean, variance)` per channel of teacher features, as the head pools them."""
         t = ops.cast(teacher, "float32")
         if self.teacher_pool is not None:
             t = self.teacher_pool(t)
-        mean, variance = _channel_moments(t, padding_mask)
+        return _channel_moments(t, padding_mask)
+
+    def set_statistics(self, mean, variance):
+        """Fix the teacher statistics to these per-channel values."""
         self.teacher_mean.assign(mean)
         self.teacher_variance.assign(variance)
         self.statistics_count.assign(float(self.statistics_batches))

@@ -9,11 +9,19 @@ distiller's `StepGuard`.
 
 `finite_groups` is the finiteness check `StepGuard` uses: the backend's
 fused one where it has one, else `keras_vid.step_guard.finite_groups`.
+`process_mean` averages a value over the processes of a multi-process data
+parallel run (PyTorch DDP); the single-process backends return it as it is
+(their `fit` sees the global batch).
 """
 
 import keras
 
 from keras_vid.step_guard import finite_groups
+
+
+def process_mean(value):
+    return value
+
 
 _BACKEND = keras.backend.backend()
 
@@ -22,7 +30,12 @@ if _BACKEND == "tensorflow":
 elif _BACKEND == "jax":
     from keras_vid.backend.jax_trainer import test_step, train_step
 elif _BACKEND == "torch":
-    from keras_vid.backend.torch_trainer import finite_groups, test_step, train_step  # noqa: F811
+    from keras_vid.backend.torch_trainer import (  # noqa: F811
+        finite_groups,
+        process_mean,
+        test_step,
+        train_step,
+    )
 else:
 
     def _unsupported(*args, **kwargs):
@@ -33,4 +46,4 @@ else:
 
     train_step = test_step = _unsupported
 
-__all__ = ["train_step", "test_step", "finite_groups"]
+__all__ = ["train_step", "test_step", "finite_groups", "process_mean"]

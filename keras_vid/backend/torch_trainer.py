@@ -45,6 +45,17 @@ def _distributed():
     )
 
 
+def process_mean(value):
+    """The mean of `value` over the processes of a `torch.distributed` group
+    (the teacher statistics each process measured on its slice), or `value`
+    outside one."""
+    if not _distributed():
+        return value
+    total = ops.convert_to_tensor(value).clone()
+    torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
+    return total / torch.distributed.get_world_size()
+
+
 def _ddp_step(distiller):
     """The DDP-wrapped step of `distiller`, or `None` outside a process group."""
     if not _distributed():
