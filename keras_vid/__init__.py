@@ -13,13 +13,13 @@ Callbacks for skipped steps, σ² statistics and weight schedules live in
 from keras_vid.callbacks import EpochSchedule, NonFiniteMonitor, VarianceMonitor, WeightSchedule
 from keras_vid.distiller import VIDDistiller
 from keras_vid.head_cost import head_cost_summary
-from keras_vid.losses import gaussian_nll, softened_kl
+from keras_vid.losses import gaussian_nll, sigmoid_kl, softened_kl
 from keras_vid.pair_loss import PairLoss
 from keras_vid.pair_suggestion import resolve_pairs, suggest_pairs
 from keras_vid.step_guard import StepGuard
 from keras_vid.variance_plot import plot_variance, variance_summary
 from keras_vid.version import __version__
-from keras_vid.vid_head import VIDHead
+from keras_vid.vid_head import PYTORCH_REFERENCE, VIDHead
 
 __all__ = [
     "VIDDistiller",
@@ -37,5 +37,7 @@ __all__ = [
     "variance_summary",
     "gaussian_nll",
     "softened_kl",
+    "sigmoid_kl",
+    "PYTORCH_REFERENCE",
     "__version__",
 ]

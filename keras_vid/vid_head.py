@@ -11,6 +11,18 @@ from keras_vid.pair_loss import PairLoss
 from keras_vid.regressors import plan_regressor
 
 
+# The PyTorch reference implementations' head (RepDistiller, torchdistill):
+# raw teacher features, σ² starting at 5, no floor beyond ε, α learning at
+# the optimizer's rate. `VIDDistiller(..., head_options=PYTORCH_REFERENCE)`
+# with `compile(vid_weight=1.0)` reproduces their setting.
+PYTORCH_REFERENCE = {
+    "normalize_teacher": False,
+    "init_variance": 5.0,
+    "min_variance": 0.0,
+    "alpha_gradient_scale": 1.0,
+}
+
+
 @keras.saving.register_keras_serializable(package="keras_vid")
 class VIDHead(PairLoss):
     """Gaussian q(t | s) with a learned mean and a learned per-channel variance.
@@ -65,23 +77,36 @@ class VIDHead(PairLoss):
         use_batch_norm: `False` (default); `True` / `"hidden"` adds
             BatchNormalization before each hidden ReLU; `"all"` after every
             layer of μ, the last included (as the TensorFlow reproduction).
-        init_variance: initial σ² of every channel (default 5.0, as in the
-            reference implementations); must exceed `min_variance`.
+        init_variance: initial σ² of every channel (default 1.0: with
+            `normalize_teacher`, the teacher channel's own variance, i.e. the
+            error of predicting its mean); must exceed `min_variance`.
         epsilon: floor added to σ (default 1e-5), so σ > 0 and the loss per
             element is at least `log(epsilon)`.
-        min_variance: floor on σ² (default 0.01, in the units of the teacher
-            feature's variance; chosen on the CIFAR-10 validation split of
-            `results/cifar10/`, where 0.01 beat 0.001 at λ 3 and 10, and on the
-            quickstart). With a floor v the loss per
-            element is at least `½·log v`, and its gradient with respect to μ,
-            `(μ − t) / σ²`, is at most `|μ − t| / v`: the variance cannot
-            collapse onto channels the regressor already fits, which would
-            blow the VID gradient up by 1/σ² and let it swamp the task loss.
-            Where the error is far below v the term is MSE / (2v) (FitNet);
-            where it is above, σ² follows the error (VID). The PyTorch
-            references use no floor (`min_variance=0.0`; their 1e-5 is
-            `epsilon`); the TensorFlow reproduction that matched the paper
-            uses 1.
+        min_variance: floor on σ² (default 0.1: with `normalize_teacher`, a
+            tenth of each teacher channel's variance). With a floor v the
+            loss per element is at least `½·log v`, and its gradient with
+            respect to μ, `(μ − t) / σ²`, is at most `|μ − t| / v`: the
+            variance cannot collapse onto channels the regressor already
+            fits, which would blow the VID gradient up by 1/σ² and let it
+            swamp the task loss. Where the error is far below v the term is
+            MSE / (2v) (FitNet); where it is above, σ² follows the error
+            (VID). Without `normalize_teacher` it is in the units of the
+            teacher feature's variance. The PyTorch references use no floor
+            (`min_variance=0.0`; their 1e-5 is `epsilon`).
+        normalize_teacher: score the teacher feature in units of its own
+            per-channel spread, `(t − mean_c) / std_c` (default `True`). The
+            statistics are estimated from the first training batch
+            (`VIDDistiller.fit` calibrates every head on it; a head used
+            alone averages its first `statistics_batches` training batches)
+            and then fixed: the teacher is frozen, so they are a property of
+            the data. `init_variance` and `min_variance` are then fractions
+            of each channel's variance, and λ weighs a term whose scale does
+            not depend on the layer, the dataset or the architecture: the
+            same defaults mean the same thing on every pair (a teacher
+            feature × 1 000 trains the student identically). `False` scores
+            the raw feature (the PyTorch references).
+        statistics_batches: how many training batches a head used on its own
+            averages before fixing its statistics (default 100).
         alpha_gradient_scale: multiplies the gradient that reaches α (its
             value is unchanged), a learning-rate factor for σ alone. With the
             mean reduction each α_c receives 1/C of its channel's gradient,
@@ -125,11 +150,11 @@ class VIDHead(PairLoss):
         depth=None,
         hidden_width=None,
         use_batch_norm=False,
-        init_variance=5.0,
+        init_variance=1.0,
         epsilon=1e-5,
         reduction="mean",
         learn_variance=True,
-        min_variance=0.01,
+        min_variance=0.1,
         alpha_gradient_scale="channels",
         class_tokens=0,
         drop_class_tokens=False,

@@ -19,6 +19,8 @@ import time
 import keras
 
 from keras_vid.experiments.recipes import FEATURE_POINTS, METHODS, MethodConfig
+
+DEFAULTS = MethodConfig()
 from keras_vid.experiments.report import write_outputs
 from keras_vid.experiments.runner import DataConfig, get_teacher, load_dataset, run_one
 from keras_vid.experiments.training import TrainingConfig
@@ -143,19 +145,19 @@ def build_parser():
     m.add_argument(
         "--vid-weight",
         type=float,
-        default=10.0,
-        help="λ per VID pair (mean reduction; 10 was best on the CIFAR-10 validation split).",
+        default=DEFAULTS.vid_weight,
+        help="λ per VID pair (mean reduction; the library's default).",
     )
     m.add_argument(
         "--fitnet-weight",
         type=float,
-        default=100.0,
-        help="λ per FitNet pair (100 was best on the CIFAR-10 validation split).",
+        default=DEFAULTS.fitnet_weight,
+        help="λ per FitNet pair (σ² fixed at 1 on the standardised teacher features).",
     )
     m.add_argument("--at-weight", type=float, default=1000.0, help="β per AT pair.")
     m.add_argument("--kd-weight", type=float, default=1.0)
     m.add_argument("--temperature", type=float, default=4.0)
-    m.add_argument("--init-variance", type=float, default=5.0)
+    m.add_argument("--init-variance", type=float, default=DEFAULTS.init_variance)
     m.add_argument(
         "--hidden-width",
         type=_width,
@@ -163,7 +165,15 @@ def build_parser():
         help="width of μ's hidden layers: an int, or '<k>x' for k × the teacher's channels "
         "of each pair (the reproduction's 2C is '2x'). Default: the teacher's channels.",
     )
-    m.add_argument("--min-variance", type=float, default=0.01, help="VID heads' floor on σ².")
+    m.add_argument(
+        "--min-variance", type=float, default=DEFAULTS.min_variance, help="VID heads' floor on σ²."
+    )
+    m.add_argument(
+        "--raw-teacher-features",
+        action="store_true",
+        help="score the raw teacher features (VIDHead(normalize_teacher=False), the PyTorch "
+        "references) instead of standardising them per channel.",
+    )
     m.add_argument(
         "--alpha-gradient-scale",
         type=lambda v: v if v == "channels" else float(v),
@@ -288,6 +298,7 @@ def _run(args, argv):
         use_batch_norm=False if args.head_batch_norm == "none" else args.head_batch_norm,
         task_weight=args.task_weight,
         alpha_gradient_scale=args.alpha_gradient_scale,
+        normalize_teacher=not args.raw_teacher_features,
     )
     config = {
         "command": "python -m keras_vid.experiments "

@@ -18,9 +18,15 @@ differs:
 """
 
 import dataclasses
+import inspect
 
 from keras_vid.distiller import VIDDistiller
 from keras_vid.experiments.attention import AttentionTransferHead
+from keras_vid.vid_head import VIDHead
+
+# The library's defaults: the recipes use them unless told otherwise.
+_HEAD = {k: p.default for k, p in inspect.signature(VIDHead.__init__).parameters.items()}
+_COMPILE = {k: p.default for k, p in inspect.signature(VIDDistiller.compile).parameters.items()}
 
 METHODS = ("student", "kd", "fitnet", "at", "vid-i", "vid-lp", "kd+vid-i")
 
@@ -29,10 +35,11 @@ METHODS = ("student", "kd", "fitnet", "at", "vid-i", "vid-lp", "kd+vid-i")
 class MethodConfig:
     """Loss weights and head options shared by the recipes.
 
-    `vid_weight` is λ per VID pair (mean reduction; default 10) and
-    `fitnet_weight` the weight per FitNet pair (default 100; `None`: λ), each
-    the best of its method on the CIFAR-10 validation split of
-    `results/cifar10/`; `at_weight` β per AT pair;
+    Every default is the library's (`VIDHead`, `VIDDistiller.compile`):
+    `vid_weight` is λ per VID pair (mean reduction, default 1) and
+    `fitnet_weight` the weight per FitNet pair (default 1: FitNet is the
+    head with σ² fixed at 1, on the same standardised teacher features;
+    `None`: λ); `at_weight` β per AT pair;
     `kd_weight` the weight of T²·KL next to the task loss (weight 1).
     `stages` keeps only these stage pairs (1-based, e.g. `(2, 3)`) for
     `fitnet`, `at` and `vid-i`; `None` uses them all. `hidden_multiplier`
@@ -42,28 +49,30 @@ class MethodConfig:
     (each stage's post-activation output) or `"pre-activation"` (the same
     feature before its last ReLU; for a pre-activation WRN both are the
     group's residual stream).
-    `min_variance` is the VID heads' floor on σ² (default 0.01, as
-    `VIDHead`'s); `use_batch_norm` is
+    `min_variance` is the VID heads' floor on σ² and `normalize_teacher`
+    whether they standardise the teacher feature (`VIDHead`'s defaults);
+    `use_batch_norm` is
     `VIDHead`'s (`False`, `"hidden"`, `"all"`); `task_weight` weighs the task
     loss of the VID-head methods (`fitnet`, `vid-i`, `vid-lp`, `kd+vid-i`);
     `student`, `kd` and `at` keep their published weighting (task loss 1).
     """
 
-    vid_weight: float = 10.0
-    fitnet_weight: float | None = 100.0
+    vid_weight: float = _COMPILE["vid_weight"]
+    fitnet_weight: float | None = _COMPILE["vid_weight"]
     at_weight: float = 1000.0
     kd_weight: float = 1.0
     temperature: float = 4.0
-    init_variance: float = 5.0
+    init_variance: float = _HEAD["init_variance"]
     hidden_width: int | None = None
     head_depth: int | None = None
     use_batch_norm: bool | str = False
     stages: tuple | None = None
     feature_point: str = "output"
-    min_variance: float = 0.01
+    min_variance: float = _HEAD["min_variance"]
     hidden_multiplier: float | None = None
     task_weight: float = 1.0
-    alpha_gradient_scale: float | str = "channels"
+    alpha_gradient_scale: float | str = _HEAD["alpha_gradient_scale"]
+    normalize_teacher: bool = _HEAD["normalize_teacher"]
 
     def head_options(self, **overrides):
         options = {
@@ -73,6 +82,7 @@ class MethodConfig:
             "use_batch_norm": self.use_batch_norm,
             "min_variance": self.min_variance,
             "alpha_gradient_scale": self.alpha_gradient_scale,
+            "normalize_teacher": self.normalize_teacher,
         }
         options.update(overrides)
         return options
