@@ -10,7 +10,6 @@ from keras_vid.losses import REDUCTIONS, gaussian_nll, inverse_softplus
 from keras_vid.pair_loss import PairLoss
 from keras_vid.regressors import plan_regressor
 
-
 # The PyTorch reference implementations' head (RepDistiller, torchdistill):
 # raw teacher features, σ² starting at 5, no floor beyond ε, α learning at
 # the optimizer's rate. `VIDDistiller(..., head_options=PYTORCH_REFERENCE)`
