@@ -19,13 +19,12 @@ import time
 import keras
 
 from keras_vid.experiments.recipes import FEATURE_POINTS, METHODS, MethodConfig
-
-DEFAULTS = MethodConfig()
 from keras_vid.experiments.report import write_outputs
 from keras_vid.experiments.runner import DataConfig, get_teacher, load_dataset, run_one
 from keras_vid.experiments.training import TrainingConfig
 
 DEFAULT_METHODS = ("student", "kd", "fitnet", "at", "vid-i")
+DEFAULTS = MethodConfig()
 
 
 def _list(cast):
