@@ -125,6 +125,72 @@ def load_cifar10():
     return _split(x.astype("float32"), y, xt.astype("float32"), yt, val_per_class=500)
 
 
+def _take(x, index):
+    """Rows `index` of an array or of a dict of arrays (token inputs)."""
+    if isinstance(x, dict):
+        return {k: v[index] for k, v in x.items()}
+    return x[index]
+
+
+def _transformer_example():
+    """`examples/distil_transformer.py` as a module (its SST-2 reader, BERT
+    builder and AdamW schedule)."""
+    import importlib.util
+
+    path = os.path.join(ROOT, "examples", "distil_transformer.py")
+    spec = importlib.util.spec_from_file_location("distil_transformer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SST2_LENGTH = 64
+
+
+def load_sst2():
+    """SST-2 phrases (train) as the pool, the dev sentences as validation, the
+    labelled test sentences as test; a word vocabulary from the training split."""
+    example = _transformer_example()
+    text, y = example.load_tsv(os.path.join(DATA, "sst2_train.tsv"))
+    dev_text, dev_y = example.load_tsv(os.path.join(DATA, "sst2_dev.tsv"))
+    test_text, test_y = example.load_tsv(os.path.join(DATA, "sst2_test.tsv"))
+    vocabulary = example.build_vocabulary(text)
+    encode = lambda t: example.encode(t, vocabulary, SST2_LENGTH)  # noqa: E731
+    data = Data(encode(text), y.astype("int64"), encode(dev_text), dev_y.astype("int64"),
+                encode(test_text), test_y.astype("int64"), 2)  # fmt: skip
+    data.vocabulary_size = len(vocabulary)
+    return data
+
+
+def _sst2_teacher(data, cache_dir, quick):
+    example = _transformer_example()
+    path = os.path.join(cache_dir, f"sst2-bert-4x128{'-quick' if quick else ''}.keras")
+    if os.path.exists(path):
+        import keras_hub  # noqa: F401  (registers the classes)
+
+        return keras.saving.load_model(path, compile=False)
+    keras.utils.set_random_seed(0)
+    size = (2, 16, 2, 32) if quick else (4, 128, 4, 256)
+    teacher = example.bert_classifier("teacher", data.vocabulary_size, *size, SST2_LENGTH)
+    x, y = data.x_pool, data.y_pool
+    if quick:
+        x, y = _take(x, np.arange(256)), y[:256]
+    example.train_teacher(teacher, x, y, epochs=1, batch_size=64, verbose=0)
+    os.makedirs(cache_dir, exist_ok=True)
+    teacher.compile()
+    teacher.save(path)
+    return teacher
+
+
+def _sst2_student(data):
+    example = _transformer_example()
+    return example.bert_classifier("student", data.vocabulary_size, 2, 64, 2, 128, SST2_LENGTH)
+
+
+def _sst2_optimizer(total_steps):
+    return _transformer_example().adamw(1e-3, total_steps)
+
+
 def flip_crop(x, rng, pad=4):
     """Random horizontal flips and pad-`pad` random crops (reflection padding)."""
     flipped = np.where(rng.random(len(x))[:, None, None, None] < 0.5, x[:, :, ::-1], x)
@@ -174,7 +240,7 @@ def trained_teacher(name, build, data, cache_dir, epochs, batch_size, learning_r
     x, y = data.x_pool, data.y_pool
     if quick:
         keep = np.random.default_rng(0).permutation(len(y))[:2000]
-        x, y, epochs = x[keep], y[keep], 1
+        x, y, epochs = _take(x, keep), y[keep], 1
     steps = epochs * math.ceil(len(y) / batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
     teacher.compile(optimizer=keras.optimizers.Adam(schedule), loss=CE)
@@ -269,6 +335,11 @@ TASKS = {
             schedule="Adam 1e-3 cosine, batch 64, 800 steps",
         ),
         Task(
+            "sst2-1000", "SST-2 (1 000 labelled phrases)", 500, load_sst2, _sst2_teacher,
+            _sst2_student, steps=320, batch_size=64, optimizer=_sst2_optimizer,
+            schedule="AdamW 1e-3, 10 % warm-up + cosine, batch 64, 320 steps",
+        ),
+        Task(
             "cifar10-cnn80-100", "CIFAR-10 (JPEG q75)", 100, load_cifar10,
             lambda d, c, q: manifest_teacher("cifar10-cnn-32-64-128-256"), _cifar_student,
             steps=1600, batch_size=128, optimizer=sgd_steps(), augment=flip_crop,
@@ -338,7 +409,7 @@ def train_run(task, data, teacher, method, seed, temperature, settings, split, s
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     index = _stratified(data.y_pool, task.labelled_per_class, rng)
-    x, y = data.x_pool[index], data.y_pool[index]
+    x, y = _take(data.x_pool, index), data.y_pool[index]
     keras.utils.set_random_seed(1000 + seed)
     student = task.student(data)
     model, kwargs = build(method, teacher, student, temperature, settings)
@@ -498,8 +569,8 @@ def main(argv=None):
         entry = next((t for t in results["tasks"] if t["name"] == name), None)
         data = task.load()
         if args.quick:
-            data.x_test, data.y_test = data.x_test[:200], data.y_test[:200]
-            data.x_val, data.y_val = data.x_val[:200], data.y_val[:200]
+            data.x_test, data.y_test = _take(data.x_test, np.arange(200)), data.y_test[:200]
+            data.x_val, data.y_val = _take(data.x_val, np.arange(200)), data.y_val[:200]
         teacher = task.teacher(data, args.cache_dir, args.quick)
         steps = 4 if args.quick else task.steps
         if entry is None:
