@@ -70,7 +70,7 @@ def test_recipes(method, models):
     stages = [("block1", "block1"), ("block2", "block2")]
     expected = {
         "kd": ([], 0.0, 0.5),
-        "fitnet": (stages, 100.0, 0.0),  # its own default weight, not λ
+        "fitnet": (stages, MethodConfig().fitnet_weight, 0.0),  # its own default, not λ
         "at": (stages, 500.0, 0.0),
         "vid-i": (stages, 2.0, 0.0),
         "vid-lp": ([("pool", "logits")], 2.0, 0.0),
