@@ -215,12 +215,11 @@ class VIDHead(PairLoss):
             raise ValueError(
                 f"{self._who()}: `epsilon` must be > 0. Received: epsilon={epsilon!r}"
             )
-        if not init_variance > 0 or math.sqrt(max(init_variance - min_variance, 0.0)) <= epsilon:
+        if not (init_variance > 0 and init_variance >= min_variance):
             raise ValueError(
-                f"{self._who()}: `init_variance` must be > 0, above `min_variance`, and "
-                f"√(init_variance − min_variance) larger than `epsilon`. Received: "
-                f"init_variance={init_variance!r}, min_variance={min_variance!r}, "
-                f"epsilon={epsilon!r}"
+                f"{self._who()}: `init_variance` must be > 0 and at least `min_variance` "
+                f"(σ² starts there). Received: init_variance={init_variance!r}, "
+                f"min_variance={min_variance!r}"
             )
         if reduction not in REDUCTIONS:
             raise ValueError(
@@ -301,9 +300,9 @@ class VIDHead(PairLoss):
         if self.teacher_pool is not None:
             self.teacher_pool.build(self.teacher_shape)
         channels = self.teacher_shape[-1]
-        alpha_0 = float(
-            inverse_softplus(math.sqrt(self.init_variance - self.min_variance) - self.epsilon)
-        )
+        # σ² starts at init_variance; at the floor itself, σ from α starts tiny.
+        start = max(math.sqrt(self.init_variance - self.min_variance) - self.epsilon, 1e-4)
+        alpha_0 = float(inverse_softplus(start))
         self.alpha = self.add_weight(
             name="alpha",
             shape=(channels,),
@@ -443,8 +442,8 @@ class VIDHead(PairLoss):
         batches, or set by `calibrate`); always true without `normalize_teacher`."""
         if not self.normalize_teacher:
             return True
-        count = float(ops.convert_to_numpy(self.statistics_count))
-        return count >= self.statistics_batches
+        # float() of a 0-d tensor: NumPy 2 warns on np.array of a torch/TF tensor.
+        return float(ops.add(self.statistics_count, 0.0)) >= self.statistics_batches
 
     def call(self, student, teacher, training=None, padding_mask=None):
         """The per-example NLL, shape `(batch,)`. `padding_mask`, shape
@@ -513,14 +512,16 @@ class VIDHead(PairLoss):
 
 
 def _channel_moments(t, padding_mask=None):
-    """Per-channel (last axis) mean and variance of `t` over every other axis;
-    with a `(batch, tokens)` padding mask, over the real tokens only."""
+    """Per-channel (last axis) mean and variance of `t` over every other axis,
+    over its finite values only (a NaN example does not poison them); with a
+    `(batch, tokens)` padding mask, over the real tokens only."""
     axes = tuple(range(len(t.shape) - 1))
-    if padding_mask is None:
-        mean = ops.mean(t, axis=axes)
-        return mean, ops.mean(ops.square(t - mean), axis=axes)
-    weight = ops.cast(ops.greater(ops.cast(padding_mask, "float32"), 0.0), "float32")
-    weight = ops.expand_dims(weight, -1)
-    total = ops.maximum(ops.sum(weight), 1.0)
+    finite = ops.isfinite(t)
+    weight = ops.cast(finite, "float32")
+    if padding_mask is not None:
+        real = ops.cast(ops.greater(ops.cast(padding_mask, "float32"), 0.0), "float32")
+        weight = weight * ops.expand_dims(real, -1)
+    t = ops.where(finite, t, ops.zeros_like(t))
+    total = ops.maximum(ops.sum(weight, axis=axes), 1.0)
     mean = ops.sum(t * weight, axis=axes) / total
     return mean, ops.sum(ops.square(t - mean) * weight, axis=axes) / total

@@ -20,6 +20,7 @@ def fresh_distiller(seed=0, optimizer=None):
     distiller = VIDDistiller(small_cnn("t", 8), small_cnn("s", 4), pairs=CNN_PAIRS)
     distiller.compile(optimizer=optimizer or keras.optimizers.Adam(1e-2), loss=CE, kd_weight=0.5)
     distiller.optimizer.build(distiller.trainable_variables)  # slots exist before any step
+    distiller.calibrate(batches(8)[0])  # teacher statistics fixed before any step
     return distiller
 
 

@@ -71,9 +71,9 @@ def test_monitor_of_given_heads_skips_heads_without_variance():
 
 def head_with_variance(variance, student_channels=4, init_variance=5.0):
     """A built vector → vector VIDHead whose σ² per channel is `variance`."""
-    head = VIDHead(init_variance=init_variance)
+    head = VIDHead(init_variance=init_variance, min_variance=0.01)
     head.build((None, student_channels), (None, len(variance)))
-    # σ² = (softplus(α) + ε)² + min_variance (the default floor, 0.01).
+    # σ² = (softplus(α) + ε)² + min_variance (a floor below the smallest σ² here).
     std = np.sqrt(np.asarray(variance, dtype="float64") - head.min_variance) - head.epsilon
     head.alpha.assign(np.asarray(inverse_softplus(std), dtype="float32"))
     return head

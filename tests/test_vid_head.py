@@ -66,9 +66,9 @@ def test_initial_variance_and_epsilon():
     head = VIDHead(init_variance=2.5, epsilon=1e-3)
     head.build((None, 4), (None, 6))
     np.testing.assert_allclose(to_numpy(head.variance), np.full(6, 2.5), rtol=1e-6)
-    # σ = √((softplus(α) + ε)² + min_variance), the default floor being 0.01.
-    assert head.min_variance == 0.01
-    expected = np.sqrt((ref.softplus(to_numpy(head.alpha)) + 1e-3) ** 2 + 0.01)
+    # σ = √((softplus(α) + ε)² + min_variance), the default floor being 0.1.
+    assert head.min_variance == 0.1
+    expected = np.sqrt((ref.softplus(to_numpy(head.alpha)) + 1e-3) ** 2 + 0.1)
     np.testing.assert_allclose(to_numpy(head.std), expected, rtol=1e-6)
 
 
@@ -262,13 +262,20 @@ def test_variance_floor_gradient_wrt_alpha():
         ({"min_variance": -1.0}, "min_variance"),
         ({"min_variance": float("inf")}, "min_variance"),
         ({"min_variance": "1"}, "min_variance"),
-        ({"min_variance": 5.0, "init_variance": 5.0}, "init_variance"),
         ({"min_variance": 6.0, "init_variance": 5.0}, "init_variance"),
     ],
 )
 def test_bad_variance_floor_is_rejected_early(kwargs, match):
     with pytest.raises(ValueError, match=match):
         VIDHead(**kwargs)
+
+
+def test_variance_may_start_at_the_floor():
+    """`init_variance == min_variance` (the TensorFlow reproduction's floor of
+    1 with the default σ² of 1) starts σ² at the floor."""
+    head = VIDHead(min_variance=1.0, init_variance=1.0)
+    head.build((None, 4), (None, 3))
+    np.testing.assert_allclose(to_numpy(head.variance), np.full(3, 1.0), rtol=1e-6)
 
 
 # ------------------------------------------------------- μ's widths and BN
