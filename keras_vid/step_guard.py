@@ -20,6 +20,7 @@ import numpy as np
 from keras import ops, tree
 
 from keras_vid.features import LOGITS, pair_key
+from keras_vid.finiteness import finite_groups, float_tensors  # noqa: F401
 
 
 def flag_names(pairs):
@@ -31,31 +32,6 @@ def flag_names(pairs):
     ]
     names.append("the loss or its gradients")
     return names
-
-
-def float_tensors(values):
-    """The floating-point tensors of a nested structure, in order."""
-    return [
-        value
-        for value in tree.flatten(values)
-        if value is not None
-        and keras.backend.is_float_dtype(keras.backend.standardize_dtype(value.dtype))
-    ]
-
-
-def finite_groups(groups):
-    """One boolean per group (a nested structure of tensors): whether every
-    floating-point element in that group is finite. Groups without float
-    tensors count as finite.
-
-    This is the `keras.ops` implementation; a backend may offer a fused one
-    (`keras_vid.backend.finite_groups`, which `StepGuard` uses).
-    """
-    checks = []
-    for group in groups:
-        values = [ops.all(ops.isfinite(value)) for value in float_tensors(group)]
-        checks.append(ops.all(ops.stack(values)) if values else ops.convert_to_tensor(True))
-    return ops.stack(checks)
 
 
 @keras.saving.register_keras_serializable(package="keras_vid")

@@ -8,7 +8,7 @@ hooks: `_teacher_features`, `_forward_loss` and `_log_step`, and the
 distiller's `StepGuard`.
 
 `finite_groups` is the finiteness check `StepGuard` uses: the backend's
-fused one where it has one, else `keras_vid.step_guard.finite_groups`.
+fused one where it has one, else `keras_vid.finiteness.finite_groups`.
 `process_mean` averages a value over the processes of a multi-process data
 parallel run (PyTorch DDP); the single-process backends return it as it is
 (their `fit` sees the global batch).
@@ -16,7 +16,7 @@ parallel run (PyTorch DDP); the single-process backends return it as it is
 
 import keras
 
-from keras_vid.step_guard import finite_groups
+from keras_vid.finiteness import finite_groups
 
 
 def process_mean(value):

@@ -21,7 +21,8 @@ import torch
 from keras import ops
 from keras.utils import unpack_x_y_sample_weight
 
-from keras_vid import compat, step_guard
+from keras_vid import compat
+from keras_vid.finiteness import float_tensors
 
 _DDP_WRAPPERS = weakref.WeakKeyDictionary()
 
@@ -72,12 +73,12 @@ def _ddp_step(distiller):
 
 
 def finite_groups(groups):
-    """`keras_vid.step_guard.finite_groups` in a few fused calls: the max-norm
+    """`keras_vid.finiteness.finite_groups` in a few fused calls: the max-norm
     of every tensor at once, which is NaN or Inf exactly when the tensor holds
     a NaN or an Inf. In eager mode this is cheaper than two ops per tensor."""
     tensors, sizes = [], []
     for group in groups:
-        values = [ops.convert_to_tensor(v).detach() for v in step_guard.float_tensors(group)]
+        values = [ops.convert_to_tensor(v).detach() for v in float_tensors(group)]
         tensors += values
         sizes.append(len(values))
     if not tensors:
