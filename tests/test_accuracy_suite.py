@@ -1,0 +1,49 @@
+"""CI smoke run of the accuracy suite (`benchmarks/accuracy.py --quick`), so it
+cannot rot: two fast tasks, 4 steps per run, every method, on the current
+backend. It checks the record the suite writes (one run per method, the VID
+settings it used, the same on every task), not accuracies."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "..", "shared", "data", "fashion_mnist_train.npz")
+
+
+def _suite():
+    spec = importlib.util.spec_from_file_location(
+        "accuracy_suite", os.path.join(ROOT, "benchmarks", "accuracy.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_suite_writes_every_method_with_one_set_of_vid_settings(tmp_path):
+    if not os.path.exists(DATA):
+        pytest.skip(f"{DATA} is not on this machine")
+    suite = _suite()
+    out, cache = str(tmp_path / "out"), str(tmp_path / "teachers")
+    argv = ["--quick", "--tasks", "digits-10,fmnist-cnn-to-mlp-100", "--seeds", "0"]
+    suite.main(argv + ["--output", out, "--cache-dir", cache])
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)
+    assert [t["name"] for t in results["tasks"]] == ["digits-10", "fmnist-cnn-to-mlp-100"]
+    settings = []
+    for task in results["tasks"]:
+        assert {"name", "dataset", "labelled_per_class", "teacher_test_accuracy"} <= set(task)
+        assert sorted(r["method"] for r in task["runs"]) == sorted(suite.METHODS)
+        for run in task["runs"]:
+            assert 0.0 <= run["test_accuracy"] <= 100.0 and run["seed"] == 0
+            if run["method"] in ("vid", "kd+vid"):
+                settings.append(json.dumps(run["vid_settings"], sort_keys=True))
+    assert len(set(settings)) == 1  # one set of VID settings on every task
+    assert json.loads(settings[0])["pairs"] == "auto"
+    # The same command again resumes: nothing is re-run.
+    suite.main(argv + ["--output", out, "--cache-dir", cache])
+    with open(os.path.join(out, "results.json")) as f:
+        again = json.load(f)
+    assert [len(t["runs"]) for t in again["tasks"]] == [5, 5]
