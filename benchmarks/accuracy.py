@@ -480,6 +480,26 @@ def _gain(by, a, b, worst=False):
     return f"{np.mean(diffs):+.2f}" + (f" ({min(diffs):+.2f})" if worst else "")
 
 
+def readme_rows(results):
+    """The README's short table (student, KD, VID, KD + VID and the gains)."""
+    rows = []
+    for task in results["tasks"]:
+        by = {}
+        for run in task["runs"]:
+            by.setdefault(run["method"], {})[run["seed"]] = _score(run)
+        if not all(by.get(m) for m in ("student", "kd", "vid", "kd+vid")):
+            continue
+        label = f"{task['name']} ({task['labelled_per_class']}/class)"
+        cells = " | ".join(
+            _cell(by, m).rsplit(" (", 1)[0] for m in ("student", "kd", "vid", "kd+vid")
+        )
+        rows.append(
+            f"| {label} | {cells} | {_gain(by, 'vid', 'student', True)} | "
+            f"{_gain(by, 'kd+vid', 'kd')} |"
+        )
+    return "\n".join(rows)
+
+
 def plot(results, path):
     import matplotlib
 
@@ -524,6 +544,9 @@ def main(argv=None):
     p.add_argument("--vid", default=None, help="JSON overrides of the VID defaults (sweeps)")
     p.add_argument("--quick", action="store_true", help="a few steps per task (smoke run)")
     p.add_argument(
+        "--readme", action="store_true", help="print the README's table from results.json"
+    )
+    p.add_argument(
         "--baseline",
         default=None,
         help="an earlier output directory on the same split: reuse its teachers' scores, KD "
@@ -538,6 +561,9 @@ def main(argv=None):
     if os.path.exists(path):
         with open(path) as f:
             results = json.load(f)
+    if args.readme:
+        print(readme_rows(results))
+        return results
     results.update(
         split=args.split, backend=keras.backend.backend(), quick=args.quick, machine=_machine()
     )
