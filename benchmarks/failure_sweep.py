@@ -554,19 +554,29 @@ def binary_dataset():
 
     teacher, student = models(classes=1)
     x, _ = data()
-    y = np.random.default_rng(1).integers(0, 2, size=(len(x), 1)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 2, size=(len(x), 1))  # integer 0/1 labels
     loss = keras.losses.BinaryCrossentropy(from_logits=True)
     distiller = distiller_for(teacher, student, loss=loss)
     _fit_moves(distiller, tf.data.Dataset.from_tensor_slices((x, y)).batch(8), None)
 
 
-@case("regression with integer-valued targets (Dense(2) + MSE)")
+@case("regression with integer-valued targets (Dense(1) + MSE)")
 def regression_int_targets():
+    import numpy as np
+
+    teacher, student = models(classes=1)
+    x, _ = data()
+    y = np.random.default_rng(1).integers(0, 9, size=(len(x), 1))
+    _fit_moves(distiller_for(teacher, student, loss="mse"), x, y)
+
+
+@case("regression with float targets (Dense(2) + MSE)")
+def regression_float_targets():
     import numpy as np
 
     teacher, student = models(classes=2)
     x, _ = data()
-    y = np.random.default_rng(1).integers(0, 9, size=(len(x), 2))
+    y = np.random.default_rng(1).normal(size=(len(x), 2)).astype("float32")
     _fit_moves(distiller_for(teacher, student, loss="mse"), x, y)
 
 
