@@ -10,6 +10,7 @@ Callbacks for skipped steps, σ² statistics and weight schedules live in
 `pip install keras-vid[experiments]`, and is never imported by the core.
 """
 
+from keras_vid import layers  # noqa: F401  (registers the layers saved teachers use)
 from keras_vid.callbacks import EpochSchedule, NonFiniteMonitor, VarianceMonitor, WeightSchedule
 from keras_vid.distiller import VIDDistiller
 from keras_vid.head_cost import head_cost_summary

@@ -55,11 +55,12 @@ def main():
         test_x, test_y = f["x"].astype("float32"), f["y"]
     entries = []
     cnn_path = "results/teachers/cifar10-cnn-32-64-128-256.keras"
-    raw_rgb_cnn_teacher(
-        os.path.join(ROOT, "results/cifar10/teacher/teacher.keras"),
-        os.path.join(ROOT, cnn_path),
-        train,
-    )
+    if not os.path.exists(os.path.join(ROOT, cnn_path)):  # built once, then kept
+        raw_rgb_cnn_teacher(
+            os.path.join(ROOT, "results/cifar10/teacher/teacher.keras"),
+            os.path.join(ROOT, cnn_path),
+            train,
+        )
     with open(os.path.join(ROOT, "results/cifar10/teacher/teacher.keras.json")) as f:
         record = json.load(f)
     entries.append(
