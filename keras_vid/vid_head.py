@@ -247,6 +247,7 @@ class VIDHead(PairLoss):
             )
         self.normalize_teacher = bool(normalize_teacher)
         self.statistics_batches = statistics_batches
+        self._statistics_fixed = False
         self.class_tokens = class_tokens
         self.drop_class_tokens = bool(drop_class_tokens)
         self.token_grid = bool(token_grid)
@@ -393,7 +394,7 @@ class VIDHead(PairLoss):
             t = self.teacher_pool(t)
         if not self.normalize_teacher:
             return t
-        if training:
+        if training and not self._statistics_fixed:  # no per-step work once fixed
             self._update_statistics(t, padding_mask)
         mean = ops.convert_to_tensor(self.teacher_mean)
         variance = ops.convert_to_tensor(self.teacher_variance)
@@ -435,6 +436,7 @@ class VIDHead(PairLoss):
         self.teacher_mean.assign(mean)
         self.teacher_variance.assign(variance)
         self.statistics_count.assign(float(self.statistics_batches))
+        self._statistics_fixed = True
 
     @property
     def calibrated(self):
@@ -443,7 +445,11 @@ class VIDHead(PairLoss):
         if not self.normalize_teacher:
             return True
         # float() of a 0-d tensor: NumPy 2 warns on np.array of a torch/TF tensor.
-        return float(ops.add(self.statistics_count, 0.0)) >= self.statistics_batches
+        done = float(ops.add(self.statistics_count, 0.0)) >= self.statistics_batches
+        # Read outside a step (`fit` asks before tracing): the traced step then
+        # leaves the statistics update out.
+        self._statistics_fixed = self._statistics_fixed or done
+        return done
 
     def call(self, student, teacher, training=None, padding_mask=None):
         """The per-example NLL, shape `(batch,)`. `padding_mask`, shape
