@@ -3,6 +3,8 @@
 import math
 import numbers
 
+from keras_vid.losses import REDUCTIONS
+
 
 def non_negative(value, argument, context=""):
     """`value` as a float, or a `ValueError` naming `argument` unless it is a
@@ -63,55 +65,85 @@ def normalize_head_options(head_options, num_pairs, known):
     return options
 
 
-def check_not_empty(x, method):
-    """Arrays with no examples, and datasets that yield no batch (a
-    `tf.data.Dataset` of cardinality 0, or of unknown cardinality whose
-    first element does not come, a `PyDataset` or `DataLoader` of length 0),
-    fail differently on each backend; fail clearly."""
-    if isinstance(x, (dict, list, tuple)):  # the inputs of a multi-input model
-        arrays = [leaf for leaf in _leaves(x) if getattr(leaf, "shape", None) is not None]
-        if arrays:
-            x = arrays[0]
-    shape = getattr(x, "shape", None)
-    if shape is not None and len(shape) > 0 and shape[0] == 0:
+def check_head_arguments(who, depth, hidden_width, use_batch_norm, init_variance, epsilon,
+                         reduction, min_variance, alpha_gradient_scale, class_tokens,
+                         drop_class_tokens, statistics_batches):  # fmt: skip
+    """`VIDHead`'s arguments, each refused with a message naming the head
+    (`who`) and the argument."""
+    if depth is not None and (not isinstance(depth, int) or depth < 1):
         raise ValueError(
-            f"`{method}()` received an input with 0 examples (shape {tuple(shape)}): "
-            "there is nothing to train or evaluate on."
+            f"{who}: `depth` must be a positive integer or None. Received: depth={depth!r}"
         )
-    if shape is None and x is not None:
-        if _yields_nothing(x):
+    widths = hidden_width if isinstance(hidden_width, (list, tuple)) else [hidden_width]
+    if hidden_width is not None and (
+        not widths
+        or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)
+    ):
+        raise ValueError(
+            f"{who}: `hidden_width` must be a positive integer, a non-empty list "
+            f"of positive integers, or None. Received: hidden_width={hidden_width!r}"
+        )
+    if isinstance(hidden_width, (list, tuple)) and depth is not None:
+        if len(hidden_width) != depth - 1:
             raise ValueError(
-                f"`{method}()` received an empty dataset ({type(x).__name__} with 0 "
-                "batches): there is nothing to train or evaluate on. Check the data split "
-                "or the dataset's filters."
+                f"{who}: `hidden_width` lists {len(hidden_width)} widths but "
+                f"`depth={depth}` has {depth - 1} hidden layers. Received: "
+                f"hidden_width={list(hidden_width)!r}, depth={depth}"
             )
-
-
-def _leaves(structure):
-    if isinstance(structure, dict):
-        for value in structure.values():
-            yield from _leaves(value)
-    elif isinstance(structure, (list, tuple)):
-        for value in structure:
-            yield from _leaves(value)
-    else:
-        yield structure
-
-
-def _yields_nothing(dataset):
-    """Whether a dataset will yield no batch, where that can be known up front."""
-    cardinality = getattr(dataset, "cardinality", None)
-    if callable(cardinality) and hasattr(dataset, "element_spec"):  # tf.data
-        try:
-            count = int(cardinality())
-        except (TypeError, ValueError):
-            return False
-        if count == -2:  # unknown (after a filter): look at the first element only
-            return not any(True for _ in dataset.take(1))
-        return count == 0  # -1 is infinite
-    if hasattr(dataset, "__len__") and not isinstance(dataset, (dict, list, tuple)):
-        try:
-            return len(dataset) == 0
-        except (TypeError, NotImplementedError):
-            return False
-    return False
+    if not (isinstance(use_batch_norm, bool) or use_batch_norm in ("hidden", "all")):
+        raise ValueError(
+            f"{who}: `use_batch_norm` must be False, True, 'hidden' or 'all'. "
+            f"Received: use_batch_norm={use_batch_norm!r}"
+        )
+    if (
+        isinstance(min_variance, bool)
+        or not isinstance(min_variance, numbers.Real)
+        or not 0 <= min_variance < float("inf")
+    ):
+        raise ValueError(
+            f"{who}: `min_variance` must be a finite number ≥ 0. "
+            f"Received: min_variance={min_variance!r}"
+        )
+    if not (
+        alpha_gradient_scale == "channels"
+        or (
+            isinstance(alpha_gradient_scale, numbers.Real)
+            and not isinstance(alpha_gradient_scale, bool)
+            and 0 < alpha_gradient_scale < float("inf")
+        )
+    ):
+        raise ValueError(
+            f"{who}: `alpha_gradient_scale` must be a positive number or "
+            f"'channels'. Received: alpha_gradient_scale={alpha_gradient_scale!r}"
+        )
+    if not epsilon > 0:
+        raise ValueError(f"{who}: `epsilon` must be > 0. Received: epsilon={epsilon!r}")
+    if not (init_variance > 0 and init_variance >= min_variance):
+        raise ValueError(
+            f"{who}: `init_variance` must be > 0 and at least `min_variance` "
+            f"(σ² starts there). Received: init_variance={init_variance!r}, "
+            f"min_variance={min_variance!r}"
+        )
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            f"{who}: `reduction` must be one of {REDUCTIONS}. Received: reduction={reduction!r}"
+        )
+    if isinstance(class_tokens, bool) or not isinstance(class_tokens, int) or class_tokens < 0:
+        raise ValueError(
+            f"{who}: `class_tokens` must be an integer ≥ 0. "
+            f"Received: class_tokens={class_tokens!r}"
+        )
+    if drop_class_tokens and not class_tokens:
+        raise ValueError(
+            f"{who}: `drop_class_tokens=True` needs `class_tokens` ≥ 1 (how "
+            f"many leading tokens to drop). Received: class_tokens={class_tokens!r}"
+        )
+    if (
+        isinstance(statistics_batches, bool)
+        or not isinstance(statistics_batches, int)
+        or statistics_batches < 1
+    ):
+        raise ValueError(
+            f"{who}: `statistics_batches` must be a positive integer. "
+            f"Received: statistics_batches={statistics_batches!r}"
+        )

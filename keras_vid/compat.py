@@ -132,3 +132,15 @@ def regularization_losses(layer):
     """The weight-regularizer penalties of `layer`'s trainable weights
     (`_get_regularization_losses`)."""
     return layer._get_regularization_losses()
+
+
+def losses_without(model, excluded):
+    """`model.losses` without those of the layers of `excluded` (a sub-model):
+    the losses `add_loss` and the regularizers of every other layer added."""
+    excluded_layers = {id(layer) for layer in sublayers(excluded)}
+    excluded_layers.add(id(excluded))
+    losses = own_losses(model)
+    for layer in sublayers(model):
+        if id(layer) not in excluded_layers:
+            losses.extend(own_losses(layer))
+    return losses + regularization_losses(model)

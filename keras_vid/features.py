@@ -13,8 +13,7 @@ import difflib
 import keras
 from keras import tree
 
-from keras_vid import compat
-from keras_vid.flat_graph import PATH_SEPARATOR, cached_flat_graph, flat_graph, nested_function
+from keras_vid.flat_graph import PATH_SEPARATOR, flat_graph, nested_function
 
 LOGITS = "logits"
 
@@ -127,64 +126,6 @@ def check_same_inputs(teacher, student):
         tree.flatten_with_path(t_struct), tree.flatten_with_path(s_struct)
     ):
         _check_input_pair(teacher, student, t_in, s_in, _path_text(path))
-    return None
-
-
-AUTO_MASK_KEY = "padding_mask"
-
-
-def mask_input_key(teacher, token_mask):
-    """The key of the teacher's dict inputs that holds the padding mask, or
-    `None` (no input mask: Keras masks with `"auto"`, or none at all)."""
-    structure = input_structure(teacher)
-    keys = list(structure) if isinstance(structure, dict) else []
-    if token_mask is None:
-        return None
-    if token_mask == "auto":
-        key = AUTO_MASK_KEY if AUTO_MASK_KEY in keys else None
-    elif not isinstance(token_mask, str):
-        raise ValueError(
-            "`token_mask` must be 'auto', the key of an input (str) or None. "
-            f"Received: token_mask={token_mask!r}"
-        )
-    elif token_mask not in keys:
-        takes = f"the dict inputs {keys}" if keys else "no dict of inputs"
-        raise ValueError(
-            f"`token_mask` names the input {token_mask!r}, but the teacher '{teacher.name}' "
-            f"takes {takes}. Received: token_mask={token_mask!r}"
-        )
-    else:
-        key = token_mask
-    if key is not None and len(structure[key].shape) != 2:
-        raise ValueError(
-            f"The padding mask input {key!r} of the teacher '{teacher.name}' must have shape "
-            f"(batch, tokens). Received: shape {tuple(structure[key].shape)}"
-        )
-    return key
-
-
-def _fits(*lengths):
-    known = {n for n in lengths if n is not None}
-    return len(known) <= 1
-
-
-def token_mask_source(student, teacher, token_mask, mask_input):
-    """Where the padding mask of a (student, teacher) pair of symbolic
-    outputs comes from: `"input"` (`mask_input`, the mask entry of x),
-    `"teacher"` or `"student"` (the Keras mask that output carries), or
-    `None` (not masked). Only rank-3 token features on both sides whose
-    token axes agree with each other and with the mask are masked."""
-    if token_mask is None or len(student.shape) != 3 or len(teacher.shape) != 3:
-        return None
-    tokens = (student.shape[1], teacher.shape[1])
-    if mask_input is not None:
-        return "input" if _fits(*tokens, mask_input.shape[1]) else None
-    if token_mask != "auto":
-        return None
-    for role, tensor in (("teacher", teacher), ("student", student)):
-        mask = compat.keras_mask(tensor)
-        if mask is not None and len(mask.shape) == 2 and _fits(*tokens, mask.shape[1]):
-            return role
     return None
 
 
@@ -384,61 +325,15 @@ def check_feature_trains(model, output, name, role="student"):
         )
 
 
-def final_softmax(model, output=0):
-    """The name of the layer that ends `model`'s output number `output` in a
-    softmax (a `Softmax` layer, or any layer with `activation="softmax"`, as
-    `keras.applications` classifiers by default), or `None`."""
-    graph = flat_graph(model)
-    target = graph.outputs[output]
-    for call in reversed(graph.calls):
-        if any(t is target for t in call.outputs):
-            layer = call.layer
-            activation = getattr(getattr(layer, "activation", None), "__name__", None)
-            if isinstance(layer, keras.layers.Softmax) or activation == "softmax":
-                return call.path
-            return None
-    return None
-
-
-def log_probabilities(probabilities):
-    """Logits of a softmax output: log p = z − logsumexp(z), which has the same
-    softmax at every temperature. Probabilities that underflowed to 0 become
-    log of the smallest normal float32 (about −87)."""
-    p = keras.ops.cast(probabilities, "float32")
-    return keras.ops.log(keras.ops.maximum(p, 1.1754944e-38))
-
-
-def mask_key(key):
-    """The extractor output key of the Keras mask of output `key`."""
-    return f"{key}_mask"
-
-
-def feature_extractor(model, features, name, softmax_output=False, output=0, masks=()):
-    """A functional model that returns `{"logits": ..., key: feature, ...}`.
-
-    One call yields the model's logits (its output number `output`) and
-    every paired feature, so the network runs once per step. Dict outputs
-    avoid the one-element-list pitfall (a bare tensor iterated over the batch
-    on JAX and PyTorch). It takes the model's one input tensor, or the
-    model's own input structure (dict, list, nested) when it has several.
-    When a feature comes from a nested model (a path in `pairs`), the
-    extractor is built on the model's `FlatGraph`, logits included, so the
-    nested model is not run a second time. With `softmax_output`, the logits
-    and any feature that is them are returned as `log_probabilities` (logits
-    for KD and VID-LP). For every key in `masks` (`"logits"` or a feature
-    key) the Keras mask that output carries is returned too, under
-    `mask_key(key)`.
-    """
-    logits = model.outputs[output]
-    graph = cached_flat_graph(model)
-    if graph is not None and any(graph.owns(t) for t in features.values()):
-        features = {key: graph.flat(t) for key, t in features.items()}
-        logits = graph.outputs[output]
-    source = logits
-    if softmax_output:
-        logits = log_probabilities(logits)
-    outputs = {LOGITS: logits}
-    outputs.update({key: logits if t is source else t for key, t in features.items()})
-    tensors = dict(features, **{LOGITS: source})
-    outputs.update({mask_key(key): compat.keras_mask(tensors[key]) for key in masks})
-    return keras.Model(input_structure(model), outputs, name=name)
+def select_inputs(x, keys, student_name):
+    """The entries of the batch's `x` a student reads: all of them (`keys`
+    is `None`), or, for a student on a subset of the teacher's dict inputs,
+    those `keys`."""
+    if keys is None:
+        return x
+    if not isinstance(x, dict):
+        raise ValueError(
+            f"The student '{student_name}' reads the inputs {keys} of x by key, so x "
+            f"must be a dict. Received: x of type {type(x).__name__}"
+        )
+    return {key: x[key] for key in keys}

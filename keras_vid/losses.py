@@ -265,3 +265,15 @@ def inverse_softplus(value):
     value = np.asarray(value, dtype="float64")
     # log(expm1(v)) is exact but overflows for large v, where softplus(v) ≈ v.
     return np.where(value > 20.0, value, np.log(np.expm1(np.minimum(value, 20.0))))
+
+
+def kd_per_example(teacher_logits, student_logits, kind, temperature, mask=None):
+    """The KD term of each example: T² · KL of the softened softmaxes
+    (`kind="softmax"`) or the per-output sigmoid KL (`kind="sigmoid"`, binary
+    and multi-label tasks); on per-token logits, the mean over the real
+    tokens of the `(batch, tokens)` `mask` (all tokens without one)."""
+    term = sigmoid_kl if kind == "sigmoid" else softened_kl
+    kd = term(teacher_logits, student_logits, temperature)
+    if len(kd.shape) > 1:
+        kd = reduce_tokens(kd, mask)
+    return kd

@@ -16,8 +16,7 @@ Flag layout (one int32 per entry, 1 = at fault):
 """
 
 import keras
-import numpy as np
-from keras import ops, tree
+from keras import ops
 
 from keras_vid.features import LOGITS, pair_key
 from keras_vid.finiteness import finite_groups, float_tensors  # noqa: F401
@@ -47,7 +46,9 @@ class StepGuard(keras.layers.Layer):
     forward pass (the state a skipped step must put back), `check(...)`
     after the gradients, optionally `agree(...)` across replicas, then
     `restore(saved)` when the step is skipped and `record(...)` always.
-    Labels are checked by `check_labels` inside the loss.
+    Labels are checked by `check_labels` inside the loss. It does only what
+    runs inside a step; the checks of the data before `fit` and `evaluate`
+    are `keras_vid.fit_checks`.
 
     Args:
         pairs: the distiller's `(student_layer, teacher_layer)` pairs (the
@@ -128,80 +129,6 @@ class StepGuard(keras.layers.Layer):
             ok = ops.logical_and(ok, ops.all(ops.equal(y, ops.floor(y))))
         return ops.clip(y, 0, self.classes - 1), ok
 
-    def check_label_array(self, y, method, argument="labels"):
-        """Label arrays checked up front (the step checks tensors): a
-        `ValueError` naming `method` (and `argument`, e.g. `validation_data`)
-        for string labels, class indices outside the classes, float class
-        indices that are not whole numbers (with a sparse loss), and binary
-        labels outside [0, 1] (with a binary loss)."""
-        where = "" if argument == "labels" else f" in `{argument}`"
-        if isinstance(y, dict):
-            raise ValueError(_dict_labels(method, where, list(y)))
-        if y is None or not hasattr(y, "dtype") or isinstance(y, (list, tuple)):
-            return
-        labels = np.asarray(y)
-        if labels.dtype.kind in "USO":
-            raise ValueError(
-                f"`{method}()` received{where} labels of dtype {labels.dtype} (strings or "
-                f"objects, e.g. {labels.reshape(-1)[:3].tolist()}): labels must be numbers. "
-                "Map class names to integer indices first (e.g. with "
-                "`keras.layers.StringLookup(num_oov_indices=0)`)."
-            )
-        numeric = labels[np.isfinite(labels)] if labels.dtype.kind == "f" else labels
-        if self.binary_labels and numeric.size and (numeric.min() < 0 or numeric.max() > 1):
-            raise ValueError(
-                f"`{method}()` received{where} labels in [{numeric.min()}, {numeric.max()}], "
-                "but the loss is a binary cross-entropy: each label is the probability of "
-                "its output being 1 and must lie in [0, 1]."
-            )
-        sparse = labels.ndim == 1 or (labels.ndim == 2 and labels.shape[-1] == 1)
-        integer = np.issubdtype(labels.dtype, np.integer)
-        floating = np.issubdtype(labels.dtype, np.floating)
-        if (
-            self.classes is None
-            or not self.sparse_labels
-            or not sparse
-            or not (integer or floating)
-            or not labels.size
-        ):
-            return
-        if floating:
-            finite = labels[np.isfinite(labels)]  # NaN labels: the step guard skips the batch
-            fractional = finite[finite != np.floor(finite)]
-            if fractional.size:
-                raise ValueError(
-                    f"`{method}()` received float class labels that are not whole numbers "
-                    f"(e.g. {fractional[:3].tolist()}): a sparse loss would truncate them "
-                    "to a wrong class. Pass integer class indices."
-                )
-            labels = finite
-            if not labels.size:
-                return
-        if labels.min() < 0 or labels.max() >= self.classes:
-            raise ValueError(
-                f"`{method}()` received{where} labels in [{labels.min()}, {labels.max()}], "
-                f"but the student has {self.classes} output classes: integer labels must lie in "
-                f"[0, {self.classes})."
-            )
-
-    def check_dataset_labels(self, dataset, method, argument="labels"):
-        """String labels in a `tf.data.Dataset`, refused before the first step
-        (they would fail inside the backend's tree utilities)."""
-        spec = getattr(dataset, "element_spec", None)
-        if not isinstance(spec, tuple) or len(spec) < 2:
-            return
-        if isinstance(spec[1], dict):
-            where = "" if argument == "labels" else f" as `{argument}`"
-            raise ValueError(_dict_labels(method, where, list(spec[1]), dataset=True))
-        for label in tree.flatten(spec[1]):
-            if getattr(getattr(label, "dtype", None), "name", None) == "string":
-                where = "" if argument == "labels" else f" as `{argument}`"
-                raise ValueError(
-                    f"`{method}()` received{where} a dataset whose labels are strings "
-                    f"({label}): labels must be numbers. Map class names to integer "
-                    "indices first (e.g. with `keras.layers.StringLookup(num_oov_indices=0)`)."
-                )
-
     def snapshot(self):
         """Copies of the state a skipped step puts back (`restore`)."""
         return [ops.copy(variable.value) for variable in self._state_variables()]
@@ -245,16 +172,6 @@ class StepGuard(keras.layers.Layer):
         config = super().get_config()
         config.update({"pairs": [list(pair) for pair in self.pairs], "classes": self.classes})
         return config
-
-
-def _dict_labels(method, where, keys, dataset=False):
-    source = "a dataset whose labels are" if dataset else "labels as"
-    return (
-        f"`{method}()` received{where} {source} a dict keyed by {keys}. A distiller "
-        "computes its task loss on one output of the student (its logits, or the one "
-        "`student_output` names), so it takes that output's labels as one array or "
-        "tensor: pass `y[<name>]` (map the dataset with `lambda x, y: (x, y[<name>])`)."
-    )
 
 
 def describe(pairs, flags):

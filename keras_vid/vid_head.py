@@ -1,14 +1,15 @@
 """`VIDHead`: the variational distribution q(t | s) of one layer pair."""
 
 import math
-import numbers
 
 import keras
 from keras import ops
 
-from keras_vid.losses import REDUCTIONS, gaussian_nll, inverse_softplus
+from keras_vid.arguments import check_head_arguments
+from keras_vid.losses import gaussian_nll, inverse_softplus
 from keras_vid.pair_loss import PairLoss
 from keras_vid.regressors import plan_regressor
+from keras_vid.teacher_statistics import TeacherStandardization
 
 # The PyTorch reference implementations' head (RepDistiller, torchdistill):
 # raw teacher features, σ² starting at 5, no floor beyond ε, α learning at
@@ -23,7 +24,7 @@ PYTORCH_REFERENCE = {
 
 
 @keras.saving.register_keras_serializable(package="keras_vid")
-class VIDHead(PairLoss):
+class VIDHead(TeacherStandardization, PairLoss):
     """Gaussian q(t | s) with a learned mean and a learned per-channel variance.
 
     The head predicts the teacher feature `t` from the student feature `s`
@@ -164,87 +165,13 @@ class VIDHead(PairLoss):
     ):
         kwargs.pop("autocast", None)
         super().__init__(autocast=False, **kwargs)
-        if depth is not None and (not isinstance(depth, int) or depth < 1):
-            raise ValueError(
-                f"{self._who()}: `depth` must be a positive integer or None. "
-                f"Received: depth={depth!r}"
-            )
-        widths = hidden_width if isinstance(hidden_width, (list, tuple)) else [hidden_width]
-        if hidden_width is not None and (
-            not widths
-            or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)
-        ):
-            raise ValueError(
-                f"{self._who()}: `hidden_width` must be a positive integer, a non-empty list "
-                f"of positive integers, or None. Received: hidden_width={hidden_width!r}"
-            )
-        if isinstance(hidden_width, (list, tuple)) and depth is not None:
-            if len(hidden_width) != depth - 1:
-                raise ValueError(
-                    f"{self._who()}: `hidden_width` lists {len(hidden_width)} widths but "
-                    f"`depth={depth}` has {depth - 1} hidden layers. Received: "
-                    f"hidden_width={list(hidden_width)!r}, depth={depth}"
-                )
-        if not (isinstance(use_batch_norm, bool) or use_batch_norm in ("hidden", "all")):
-            raise ValueError(
-                f"{self._who()}: `use_batch_norm` must be False, True, 'hidden' or 'all'. "
-                f"Received: use_batch_norm={use_batch_norm!r}"
-            )
-        if (
-            isinstance(min_variance, bool)
-            or not isinstance(min_variance, numbers.Real)
-            or not 0 <= min_variance < float("inf")
-        ):
-            raise ValueError(
-                f"{self._who()}: `min_variance` must be a finite number ≥ 0. "
-                f"Received: min_variance={min_variance!r}"
-            )
-        if not (
-            alpha_gradient_scale == "channels"
-            or (
-                isinstance(alpha_gradient_scale, numbers.Real)
-                and not isinstance(alpha_gradient_scale, bool)
-                and 0 < alpha_gradient_scale < float("inf")
-            )
-        ):
-            raise ValueError(
-                f"{self._who()}: `alpha_gradient_scale` must be a positive number or "
-                f"'channels'. Received: alpha_gradient_scale={alpha_gradient_scale!r}"
-            )
-        if not epsilon > 0:
-            raise ValueError(
-                f"{self._who()}: `epsilon` must be > 0. Received: epsilon={epsilon!r}"
-            )
-        if not (init_variance > 0 and init_variance >= min_variance):
-            raise ValueError(
-                f"{self._who()}: `init_variance` must be > 0 and at least `min_variance` "
-                f"(σ² starts there). Received: init_variance={init_variance!r}, "
-                f"min_variance={min_variance!r}"
-            )
-        if reduction not in REDUCTIONS:
-            raise ValueError(
-                f"{self._who()}: `reduction` must be one of {REDUCTIONS}. "
-                f"Received: reduction={reduction!r}"
-            )
-        if isinstance(class_tokens, bool) or not isinstance(class_tokens, int) or class_tokens < 0:
-            raise ValueError(
-                f"{self._who()}: `class_tokens` must be an integer ≥ 0. "
-                f"Received: class_tokens={class_tokens!r}"
-            )
-        if drop_class_tokens and not class_tokens:
-            raise ValueError(
-                f"{self._who()}: `drop_class_tokens=True` needs `class_tokens` ≥ 1 (how "
-                f"many leading tokens to drop). Received: class_tokens={class_tokens!r}"
-            )
-        if (
-            isinstance(statistics_batches, bool)
-            or not isinstance(statistics_batches, int)
-            or statistics_batches < 1
-        ):
-            raise ValueError(
-                f"{self._who()}: `statistics_batches` must be a positive integer. "
-                f"Received: statistics_batches={statistics_batches!r}"
-            )
+        check_head_arguments(
+            self._who(), depth=depth, hidden_width=hidden_width, use_batch_norm=use_batch_norm,
+            init_variance=init_variance, epsilon=epsilon, reduction=reduction,
+            min_variance=min_variance, alpha_gradient_scale=alpha_gradient_scale,
+            class_tokens=class_tokens, drop_class_tokens=drop_class_tokens,
+            statistics_batches=statistics_batches,
+        )  # fmt: skip
         self.normalize_teacher = bool(normalize_teacher)
         self.statistics_batches = statistics_batches
         self._statistics_fixed = False
@@ -312,41 +239,14 @@ class VIDHead(PairLoss):
             trainable=self.learn_variance,
         )
         if self.normalize_teacher:
-            self.teacher_mean = self.add_weight(
-                name="teacher_mean",
-                shape=(channels,),
-                initializer="zeros",
-                dtype="float32",
-                trainable=False,
-                autocast=False,
-            )
-            self.teacher_variance = self.add_weight(
-                name="teacher_variance",
-                shape=(channels,),
-                initializer="ones",
-                dtype="float32",
-                trainable=False,
-                autocast=False,
-            )
-            self.statistics_count = self.add_weight(
-                name="statistics_count",
-                shape=(),
-                initializer="zeros",
-                dtype="float32",
-                trainable=False,
-                autocast=False,
-            )
+            self._build_statistics(channels)
         self.built = True
 
     def count_params(self):
         """μ's weights and α: the head's parameters. The tracked teacher
         statistics are state (like BatchNorm's moving averages of a frozen
         teacher), not parameters, and are not counted."""
-        statistics = (
-            {id(self.teacher_mean), id(self.teacher_variance), id(self.statistics_count)}
-            if self.built and self.normalize_teacher
-            else set()
-        )
+        statistics = {id(w) for w in self._statistics_variables()}
         return sum(int(math.prod(w.shape)) for w in self.weights if id(w) not in statistics)
 
     def _alpha_scale(self):
@@ -392,64 +292,7 @@ class VIDHead(PairLoss):
         t = ops.stop_gradient(ops.cast(teacher, "float32"))
         if self.teacher_pool is not None:
             t = self.teacher_pool(t)
-        if not self.normalize_teacher:
-            return t
-        if training and not self._statistics_fixed:  # no per-step work once fixed
-            self._update_statistics(t, padding_mask)
-        mean = ops.convert_to_tensor(self.teacher_mean)
-        variance = ops.convert_to_tensor(self.teacher_variance)
-        return (t - mean) * ops.rsqrt(variance + self.STATISTICS_EPSILON)
-
-    # Keeps a channel that is constant in the teacher (e.g. a dead ReLU) finite.
-    STATISTICS_EPSILON = 1e-6
-
-    def _update_statistics(self, t, padding_mask=None):
-        """Average this batch's per-channel mean and variance into the tracked
-        ones while fewer than `statistics_batches` batches were seen; after
-        that (or after `calibrate`) they stay fixed."""
-        batch_mean, batch_variance = _channel_moments(t, padding_mask)
-        count = ops.convert_to_tensor(self.statistics_count)
-        rate = ops.where(count < self.statistics_batches, 1.0 / (count + 1.0), 0.0)
-        mean = ops.convert_to_tensor(self.teacher_mean)
-        variance = ops.convert_to_tensor(self.teacher_variance)
-        self.teacher_mean.assign(mean + rate * (batch_mean - mean))
-        self.teacher_variance.assign(variance + rate * (batch_variance - variance))
-        self.statistics_count.assign(ops.minimum(count + 1.0, float(self.statistics_batches)))
-
-    def calibrate(self, teacher, padding_mask=None):
-        """Set the teacher statistics from a batch of teacher features (the
-        head's input, before pooling) and stop updating them.
-        `VIDDistiller.fit` calls it on the first batch of the data, as a whole
-        (not per replica), so training is the same on any number of devices."""
-        if self.normalize_teacher:
-            self.set_statistics(*self.statistics_of(teacher, padding_mask))
-
-    def statistics_of(self, teacher, padding_mask=None):
-        """`(mean, variance)` per channel of teacher features, as the head pools them."""
-        t = ops.cast(teacher, "float32")
-        if self.teacher_pool is not None:
-            t = self.teacher_pool(t)
-        return _channel_moments(t, padding_mask)
-
-    def set_statistics(self, mean, variance):
-        """Fix the teacher statistics to these per-channel values."""
-        self.teacher_mean.assign(mean)
-        self.teacher_variance.assign(variance)
-        self.statistics_count.assign(float(self.statistics_batches))
-        self._statistics_fixed = True
-
-    @property
-    def calibrated(self):
-        """Whether the teacher statistics are fixed (estimated from enough
-        batches, or set by `calibrate`); always true without `normalize_teacher`."""
-        if not self.normalize_teacher:
-            return True
-        # float() of a 0-d tensor: NumPy 2 warns on np.array of a torch/TF tensor.
-        done = float(ops.add(self.statistics_count, 0.0)) >= self.statistics_batches
-        # Read outside a step (`fit` asks before tracing): the traced step then
-        # leaves the statistics update out.
-        self._statistics_fixed = self._statistics_fixed or done
-        return done
+        return self.standardize(t, training=training, padding_mask=padding_mask)
 
     def call(self, student, teacher, training=None, padding_mask=None):
         """The per-example NLL, shape `(batch,)`. `padding_mask`, shape
@@ -515,19 +358,3 @@ class VIDHead(PairLoss):
     def build_from_config(self, config):
         if config:
             self.build(tuple(config["student_shape"]), tuple(config["teacher_shape"]))
-
-
-def _channel_moments(t, padding_mask=None):
-    """Per-channel (last axis) mean and variance of `t` over every other axis,
-    over its finite values only (a NaN example does not poison them); with a
-    `(batch, tokens)` padding mask, over the real tokens only."""
-    axes = tuple(range(len(t.shape) - 1))
-    finite = ops.isfinite(t)
-    weight = ops.cast(finite, "float32")
-    if padding_mask is not None:
-        real = ops.cast(ops.greater(ops.cast(padding_mask, "float32"), 0.0), "float32")
-        weight = weight * ops.expand_dims(real, -1)
-    t = ops.where(finite, t, ops.zeros_like(t))
-    total = ops.maximum(ops.sum(weight, axis=axes), 1.0)
-    mean = ops.sum(t * weight, axis=axes) / total
-    return mean, ops.sum(ops.square(t - mean) * weight, axis=axes) / total

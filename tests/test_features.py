@@ -6,7 +6,8 @@ import pytest
 from conftest import small_cnn, to_numpy
 
 from keras_vid import VIDDistiller
-from keras_vid.features import feature_extractor, find_layer, layer_output
+from keras_vid.extractors import feature_extractor
+from keras_vid.features import find_layer, layer_output
 from keras_vid.flat_graph import FlatGraph
 
 

@@ -197,3 +197,27 @@ def test_kd_scheduled_after_compiling_without_it_is_trained():
     log_t, log_s = log_softmax(t_logits), log_softmax(s_logits)
     kd = 16 * np.mean((np.exp(log_t) * (log_t - log_s)).sum(1))
     np.testing.assert_allclose(logs["kd_loss"], kd, rtol=1e-4)
+
+
+def test_kd_weight_assigned_by_hand_after_compile_is_trained():
+    """A `kd_weight` set on the variable after `compile(kd_weight=0)` (a
+    custom callback, or by hand between fits) is trained too: KD is computed
+    whenever its current weight can be non-zero, and the loss is the task
+    term plus that weight times the KD term."""
+    from conftest import small_cnn
+
+    rng = np.random.default_rng(1)
+    x = rng.random((16, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 5, size=16)
+    keras.utils.set_random_seed(0)
+    teacher, student = small_cnn("t", 8), small_cnn("s", 4)
+    distiller = VIDDistiller(teacher, student, pairs=[("s_g1", "t_g1")])
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), loss=CE, vid_weight=0.0, kd_weight=0.0)
+    first = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0).history
+    assert "kd_loss" not in first
+    distiller.kd_weight.assign(0.5)
+    history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0).history
+    assert history["kd_loss"][0] > 0
+    np.testing.assert_allclose(
+        history["loss"][0], history["task_loss"][0] + 0.5 * history["kd_loss"][0], rtol=1e-5
+    )
