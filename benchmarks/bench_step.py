@@ -52,7 +52,7 @@ RESULT_TAG = "BENCH_RESULT "
 MEMORY_TAG = "BENCH_MEMORY "
 GROUPS = ("group1", "group2", "group3")
 
-# teacher / student are (depth, width) of `keras_vid.models.wide_resnet`.
+# teacher / student are (depth, width) of `keras_vid.experiments.models.wide_resnet`.
 # `compare_student` is the student used for the keras.distillation comparison
 # when the main pairs have different shapes (FeatureDistillation needs equal
 # shapes): same depth, the teacher's width, same three pairs.
@@ -191,7 +191,7 @@ def tiny_cnn(keras, width, input_shape, name):
 
 def build_wrn(keras, spec, config, name):
     """WRN-depth-width from `spec = (depth, width)`; depth 0 is `tiny_cnn`."""
-    from keras_vid.models import wide_resnet
+    from keras_vid.experiments.models import wide_resnet
 
     depth, width = spec
     if depth == 0:

@@ -39,7 +39,7 @@ def head_macs(student, teacher, pairs):
 
 
 def main():
-    from keras_vid.models import wide_resnet
+    from keras_vid.experiments.models import wide_resnet
 
     pairs = [(g, g) for g in GROUPS]
     for name in ("small", "wrn"):

@@ -125,7 +125,7 @@ class KerasModulesLoop:
 
 
 class _Block(nn.Module):
-    """Pre-activation basic block, as `keras_vid.models.wide_resnet._block`."""
+    """Pre-activation basic block, as `keras_vid.experiments.models.wide_resnet._block`."""
 
     def __init__(self, in_channels, channels, stride):
         super().__init__()

@@ -18,8 +18,8 @@ import sys
 MODULES = (
     "keras_vid",
     "keras_vid.callbacks",
-    "keras_vid.models",
-    "keras_vid.data",
+    "keras_vid.experiments.models",
+    "keras_vid.experiments.data",
 )
 PATH = pathlib.Path(__file__).with_name("api.md")
 

@@ -23,8 +23,8 @@ import time
 import keras
 
 from keras_vid import VIDDistiller
-from keras_vid.data import subsample_per_class
 from keras_vid.experiments import MethodConfig, parse_architecture
+from keras_vid.experiments.data import subsample_per_class
 from keras_vid.experiments.report import write_outputs
 from keras_vid.experiments.runner import (
     DataConfig,

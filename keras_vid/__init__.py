@@ -5,12 +5,13 @@
 one head per pair, guarded by a `StepGuard`. Both run on the TensorFlow, JAX
 and PyTorch backends, and none of this package's core needs TensorFlow.
 Callbacks for skipped steps, σ² statistics and weight schedules live in
-`keras_vid.callbacks`. The experiment harness (`keras_vid.experiments`,
-`keras_vid.data`: tf.data pipelines and the command line) is an extra,
-`pip install keras-vid[experiments]`, and is never imported by the core.
+`keras_vid.callbacks`. The experiment harness (`keras_vid.experiments`, with its data pipelines,
+model builders, recipes and command line) is an extra, `pip install
+keras-vid[experiments]`, and is never imported by the core.
 """
 
 from keras_vid import layers  # noqa: F401  (registers the layers saved teachers use)
+from keras_vid.attention_transfer import AttentionTransferHead
 from keras_vid.callbacks import EpochSchedule, NonFiniteMonitor, VarianceMonitor, WeightSchedule
 from keras_vid.distiller import VIDDistiller
 from keras_vid.head_cost import head_cost_summary
@@ -26,6 +27,7 @@ __all__ = [
     "VIDDistiller",
     "VIDHead",
     "PairLoss",
+    "AttentionTransferHead",
     "StepGuard",
     "suggest_pairs",
     "resolve_pairs",

@@ -16,7 +16,7 @@ dimension left out); one FLOP pair (multiply + add) is one MAC.
 Example:
 
 ```python
-macs = keras_vid.flops.model_macs(keras_vid.models.wide_resnet(16, 1))
+macs = keras_vid.flops.model_macs(keras.applications.MobileNetV2(weights=None))
 ```
 """
 

@@ -8,7 +8,7 @@ class PairLoss(keras.layers.Layer):
 
     A pair loss scores a student feature against the teacher feature it is
     paired with. `VIDHead` is one; attention transfer
-    (`keras_vid.experiments.attention.AttentionTransferHead`) is another.
+    (`keras_vid.AttentionTransferHead`) is another.
     Subclasses implement:
 
     - `build(student_shape, teacher_shape)`: create every weight, once the

@@ -181,12 +181,8 @@ def resolve_pairs(teacher, student, pairs, **kwargs):
     Example:
 
     ```python
-    from keras_vid.models import wide_resnet
-
-    teacher = wide_resnet(16, 2, 10, (32, 32, 3))
-    student = wide_resnet(16, 1, 10, (32, 32, 3))
-    resolve_pairs(teacher, student, "auto")
-    # [('group1', 'group1'), ('group2', 'group2'), ('group3', 'group3')]
+    resolve_pairs(teacher, student, "auto")  # suggest_pairs(teacher, student)
+    resolve_pairs(teacher, student, [("s_block2", "t_block2")])  # as given
     ```
     """
     if isinstance(pairs, str) and pairs == AUTO:

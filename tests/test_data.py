@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_vid.data import (
+from keras_vid.experiments.data import (
     channel_stats,
     describe_source,
     load_image_folder,

@@ -3,7 +3,7 @@
 import pytest
 
 from keras_vid.experiments import parse_architecture
-from keras_vid.models import GROUP_OUTPUTS, cnn_block_names, mlp, small_cnn
+from keras_vid.experiments.models import GROUP_OUTPUTS, cnn_block_names, mlp, small_cnn
 
 
 def test_small_cnn_stage_names_and_shapes():

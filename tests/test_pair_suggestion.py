@@ -6,7 +6,7 @@ import pytest
 from conftest import small_cnn, to_numpy
 
 from keras_vid import VIDDistiller
-from keras_vid.models import mlp, wide_resnet
+from keras_vid.experiments.models import mlp, wide_resnet
 from keras_vid.pair_suggestion import model_stages, resolve_pairs, suggest_pairs
 
 

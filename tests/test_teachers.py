@@ -16,7 +16,7 @@ from keras_vid.experiments.fast_teacher import (
     epoch_images,
     train_fast_teacher,
 )
-from keras_vid.models.airbench import PatchWhitening, airbench
+from keras_vid.experiments.models.airbench import PatchWhitening, airbench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANIFEST = os.path.join(ROOT, "results", "teachers.json")

@@ -7,8 +7,8 @@ Names: `wrn-<depth>-<width>` (the paper's Wide ResNets), `cnn-<c1>,<c2>,...`
 
 import dataclasses
 
-from keras_vid.models import cnn_block_names, mlp, small_cnn, wide_resnet
-from keras_vid.models.wide_resnet import GROUP_OUTPUTS
+from keras_vid.experiments.models import cnn_block_names, mlp, small_cnn, wide_resnet
+from keras_vid.experiments.models.wide_resnet import GROUP_OUTPUTS
 
 
 @dataclasses.dataclass

@@ -1,7 +1,7 @@
 """A strong CIFAR teacher in minutes of CPU per epoch: airbench's recipe, resumable.
 
 `python -m keras_vid.experiments.fast_teacher --output results/teachers/airbench.keras`
-trains `keras_vid.models.airbench` on the whole training split with the
+trains `keras_vid.experiments.models.airbench` on the whole training split with the
 airbench94 recipe (written for Keras from its published description):
 Nesterov SGD 0.85 with decoupled weight decay, batch-norm shifts at 64× the
 learning rate, a linear warm-up (23 % of the steps) then a linear decay,
@@ -28,7 +28,7 @@ import time
 import keras
 import numpy as np
 
-from keras_vid.models.airbench import airbench
+from keras_vid.experiments.models.airbench import airbench
 
 
 @keras.saving.register_keras_serializable(package="keras_vid")

@@ -20,8 +20,8 @@ differs:
 import dataclasses
 import inspect
 
+from keras_vid.attention_transfer import AttentionTransferHead
 from keras_vid.distiller import VIDDistiller
-from keras_vid.experiments.attention import AttentionTransferHead
 from keras_vid.vid_head import VIDHead
 
 # The library's defaults: the recipes use them unless told otherwise.

@@ -10,8 +10,8 @@ import time
 import keras
 import numpy as np
 
-from keras_vid.data import channel_stats, load_split, make_dataset, subsample_per_class
 from keras_vid.experiments.architectures import parse_architecture
+from keras_vid.experiments.data import channel_stats, load_split, make_dataset, subsample_per_class
 from keras_vid.experiments.recipes import build_method
 
 

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 import keras_vid  # noqa: F401  (registers the custom layers)
-from keras_vid.data import channel_stats
+from keras_vid.experiments.data import channel_stats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))

@@ -57,7 +57,7 @@ def small_cnn(
 
     ```python
     import numpy as np
-    from keras_vid.models import small_cnn
+    from keras_vid.experiments.models import small_cnn
 
     model = small_cnn(filters=(8, 16), num_classes=3, input_shape=(8, 8, 1))
     model.name  # "cnn_8_16"
@@ -124,7 +124,7 @@ def cnn_block_names(filters, convs_per_block=1, pre_activation=False):
     Example:
 
     ```python
-    from keras_vid.models import cnn_block_names, small_cnn
+    from keras_vid.experiments.models import cnn_block_names, small_cnn
 
     cnn_block_names((32, 64, 128))  # ("block1", "block2", "block3")
     cnn_block_names((32, 64), pre_activation=True)  # ("block1_bn1", "block2_bn1")
@@ -171,7 +171,7 @@ def mlp(
 
     ```python
     import numpy as np
-    from keras_vid.models import mlp
+    from keras_vid.experiments.models import mlp
 
     model = mlp(hidden_units=(16,), num_classes=3, input_shape=(8, 8, 1))
     model.name  # "mlp_16"

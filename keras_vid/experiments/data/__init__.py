@@ -4,8 +4,13 @@ Needs TensorFlow and tensorflow-datasets (`pip install keras-vid[experiments]`);
 the core of `keras_vid` never imports this package.
 """
 
-from keras_vid.data.pipeline import augment, channel_stats, make_dataset, subsample_per_class
-from keras_vid.data.sources import (
+from keras_vid.experiments.data.pipeline import (
+    augment,
+    channel_stats,
+    make_dataset,
+    subsample_per_class,
+)
+from keras_vid.experiments.data.sources import (
     Split,
     describe_source,
     load_image_folder,

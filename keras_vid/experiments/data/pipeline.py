@@ -30,7 +30,7 @@ def subsample_per_class(labels, per_class, seed=0):
     Example:
 
     ```python
-    from keras_vid.data import subsample_per_class
+    from keras_vid.experiments.data import subsample_per_class
 
     labels = [0, 1, 0, 1, 0, 1, 2, 2]
     subsample_per_class(labels, per_class=2, seed=0)  # [0, 1, 4, 5, 6, 7]
@@ -73,7 +73,7 @@ def channel_stats(images):
 
     ```python
     import numpy as np
-    from keras_vid.data import channel_stats
+    from keras_vid.experiments.data import channel_stats
 
     images = np.array([[[[0, 255]], [[255, 255]]]], "uint8")  # (1, 2, 1, 2)
     mean, std = channel_stats(images)  # [0.5, 1.0], [0.5, 1e-6]
@@ -116,7 +116,7 @@ def augment(image, seed, pad=4, flip=True):
 
     ```python
     import tensorflow as tf
-    from keras_vid.data import augment
+    from keras_vid.experiments.data import augment
 
     image = tf.reshape(tf.range(16, dtype=tf.float32), (4, 4, 1))
     augment(image, seed=tf.constant([1, 2]), pad=1).shape  # (4, 4, 1)
@@ -177,7 +177,7 @@ def make_dataset(
 
     ```python
     import numpy as np
-    from keras_vid.data import channel_stats, make_dataset
+    from keras_vid.experiments.data import channel_stats, make_dataset
 
     images = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 3), "uint8")
     labels = np.arange(10) % 2

@@ -62,7 +62,7 @@ def airbench(
     Example:
 
     ```python
-    from keras_vid.models.airbench import airbench
+    from keras_vid.experiments.models.airbench import airbench
 
     teacher = airbench((64, 256, 256))
     teacher.summary()

@@ -17,6 +17,20 @@ class AttentionTransferHead(PairLoss):
     β = 1000 as the pair's weight). When the spatial sizes differ the larger
     attention map is average-pooled to the smaller one. No weights: pass it
     through `VIDDistiller(heads=[...])` so AT runs on the same loop as VID.
+
+    Args:
+        epsilon: the floor of the attention map's norm (a map of zeros stays
+            finite).
+        **kwargs: `keras.layers.Layer` arguments (`name`...).
+
+    Example:
+
+    ```python
+    pairs = [("s_block2", "t_block2"), ("s_block3", "t_block3")]
+    heads = [keras_vid.AttentionTransferHead() for _ in pairs]
+    distiller = keras_vid.VIDDistiller(teacher, student, pairs=pairs, heads=heads)
+    distiller.compile(optimizer="adam", loss=loss, vid_weight=1000.0)  # β = 1000
+    ```
     """
 
     def __init__(self, epsilon=1e-12, **kwargs):

@@ -80,7 +80,7 @@ def wide_resnet(
 
     ```python
     import numpy as np
-    from keras_vid.models import GROUP_OUTPUTS, wide_resnet
+    from keras_vid.experiments.models import GROUP_OUTPUTS, wide_resnet
 
     model = wide_resnet(depth=10, width=1, num_classes=3, input_shape=(8, 8, 3))
     model.name  # "wrn_10_1"

@@ -44,7 +44,7 @@ class Split:
 
     ```python
     import numpy as np
-    from keras_vid.data import Split
+    from keras_vid.experiments.data import Split
 
     split = Split(
         images=np.zeros((4, 8, 8, 1), "uint8"),
@@ -99,7 +99,7 @@ def load_npz(path, split="train"):
     import tempfile
 
     import numpy as np
-    from keras_vid.data import load_npz
+    from keras_vid.experiments.data import load_npz
 
     path = os.path.join(tempfile.mkdtemp(), "toy_{split}.npz")
     np.savez(
@@ -171,7 +171,7 @@ def load_image_folder(root, split="train", image_size=None, color_mode="rgb"):
 
     import numpy as np
     import tensorflow as tf
-    from keras_vid.data import load_image_folder
+    from keras_vid.experiments.data import load_image_folder
 
     root = tempfile.mkdtemp()
     for name in ("cat", "dog"):
@@ -231,7 +231,7 @@ def load_tfds(name, split="train", data_dir=None):
     ```python
     # Offline: tfds's mock data generates random examples without download.
     import tensorflow_datasets as tfds
-    from keras_vid.data import load_tfds
+    from keras_vid.experiments.data import load_tfds
 
     with tfds.testing.mock_data(num_examples=12):
         split = load_tfds("mnist", "train")
@@ -279,7 +279,7 @@ def describe_source(source):
     ```python
     import tempfile
 
-    from keras_vid.data import describe_source
+    from keras_vid.experiments.data import describe_source
 
     describe_source("fashion_mnist_{split}.npz")  # "npz"
     describe_source(tempfile.gettempdir())  # "folder"
@@ -322,7 +322,7 @@ def load_split(source, split="train", data_dir=None, image_size=None, color_mode
     import tempfile
 
     import numpy as np
-    from keras_vid.data import load_split
+    from keras_vid.experiments.data import load_split
 
     path = os.path.join(tempfile.mkdtemp(), "toy_{split}.npz")
     for split, n in (("train", 6), ("test", 3)):
