@@ -34,9 +34,20 @@ import numpy as np
 
 from keras_vid import VIDDistiller
 
-DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+# The repository's ../shared/data, found from this script's folder (in a
+# notebook, from examples/notebooks/, the notebook's own folder).
+HERE = os.path.abspath(os.path.dirname(__file__) if "__file__" in globals() else "..")
+DATA_DIR = os.path.join(HERE, "..", "..", "shared", "data")
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]  # ids 0, 1, 2, 3
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+"""
+## Vocabulary, models and training helpers
+
+A word-level vocabulary (no tokenizer download), BERT classifiers built from
+a config, TinyBERT's uniform layer pairs, and the two training loops.
+"""
 
 
 def load_tsv(path):
@@ -140,6 +151,14 @@ def distil(teacher, student, x, y, pairs, epochs, batch_size, learning_rate=1e-3
 def accuracy(model, x, y, batch_size=256):
     logits = model.predict(x, batch_size=batch_size, verbose=0)
     return float(np.mean(np.argmax(keras.ops.convert_to_numpy(logits), axis=-1) == y))
+
+
+"""
+## Train the teacher, then distil it
+
+The teacher learns from every phrase; the student sees a few labelled
+phrases, with token-wise VID on the uniform layer pairs and KD on the logits.
+"""
 
 
 def parse_args(argv=None):

@@ -34,6 +34,15 @@ from keras_vid import VIDDistiller
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+"""
+## The models and the data
+
+A teacher CNN with 32/64/128 channels and a student with 8/16/32, both named
+so that their stage outputs can be paired; a per-class subset of the
+training images is the student's labelled data.
+"""
+
+
 def cnn(prefix, widths, name):
     """A small CNN whose stage outputs are named `<prefix>_stage1..3` and
     whose features before each stage's ReLU are `<prefix>_bn1..3`."""
@@ -62,7 +71,16 @@ def accuracy(model, x, y):
     return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y))
 
 
-def main():
+"""
+## Train the teacher, then the students
+
+Each seed trains three students from the same initial weights: labels alone,
+VID on the same labelled images, and VID that first reads every training
+image without its label (`distiller.fit(x)` with no `y`).
+"""
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=10, help="student images per class")
     parser.add_argument("--seeds", type=int, default=3)
@@ -84,7 +102,7 @@ def main():
         help="epochs of VID alone over all training images, labels unused, before the "
         "labelled fit (the third row)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     digits = load_digits()
     x = (digits.images / 16.0).astype("float32")[..., None]

@@ -154,11 +154,16 @@ def plot_variance(
     global state.
 
     Args:
-        source, x, teacher_variance, threshold, batch_size: as in
-            `variance_summary`.
+        source: a `VIDDistiller` or a list of heads, as in `variance_summary`.
         path: the PNG file to write (parent folders are created).
+        x: inputs to measure the teacher channels' variances on, as in
+            `variance_summary`.
+        teacher_variance: instead of `x`, one array per pair, as in
+            `variance_summary`.
+        threshold: the ignored-channel threshold, as in `variance_summary`.
         pair_names: optional panel titles, one per pair; default
             `"student → teacher"` layer names for a `VIDDistiller`.
+        batch_size: the batch size of the teacher's pass over `x`.
 
     Returns:
         The `variance_summary` list, so the ignored channels can be checked.
