@@ -79,7 +79,7 @@ class DistillationSettings:
         self.kd_kind = kd_kind(self.task_kind, classes)
         self.compiled = compiled
         # KD is computed when its weight can be non-zero: compiled with
-        # `kd_weight > 0`, or later set by a schedule or by hand (`enable_kd`).
+        # `kd_weight > 0`, or later set by a schedule or by hand (`enable_kd_for_fit`).
         self.computes_kd = self.kd_weight > 0
         if self.computes_kd:
             self.check_kd_possible(loss, self.kd_weight)

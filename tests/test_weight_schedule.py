@@ -164,20 +164,27 @@ def test_one_float_sets_every_pair_and_none_is_left_alone(models):
     assert float(to_numpy(distiller.kd_weight)) == pytest.approx(0.25)
 
 
+def _compiled_without_kd(seed):
+    """A distiller compiled with `kd_weight=0`, `vid_weight=0` and a zero
+    learning rate (the logged terms stay those of the initial weights), and
+    16 examples for it."""
+    from conftest import small_cnn
+
+    rng = np.random.default_rng(seed)
+    x = rng.random((16, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 5, size=16)
+    keras.utils.set_random_seed(0)
+    teacher, student = small_cnn("t", 8), small_cnn("s", 4)
+    distiller = VIDDistiller(teacher, student, pairs=[("s_g1", "t_g1")])
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), loss=CE, vid_weight=0.0, kd_weight=0.0)
+    return x, y, teacher, student, distiller
+
+
 def test_kd_scheduled_after_compiling_without_it_is_trained():
     """`compile(kd_weight=0)` then a WeightSchedule that turns KD on at epoch 1
     (a curriculum): from that epoch the KD term is computed, logged, and part
     of the loss; before it the loss is the task and VID terms alone."""
-    from conftest import small_cnn
-
-    rng = np.random.default_rng(0)
-    x = rng.random((16, 8, 8, 3)).astype("float32")
-    y = rng.integers(0, 5, size=16)
-    keras.utils.set_random_seed(0)
-
-    teacher, student = small_cnn("t", 8), small_cnn("s", 4)
-    distiller = VIDDistiller(teacher, student, pairs=[("s_g1", "t_g1")])
-    distiller.compile(optimizer=keras.optimizers.SGD(0.0), loss=CE, vid_weight=0.0, kd_weight=0.0)
+    x, y, teacher, student, distiller = _compiled_without_kd(seed=0)
     schedule = WeightSchedule(kd_weight=lambda epoch: float(epoch))  # 0, then 1
     history = distiller.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[schedule]).history
     assert "kd_loss" in history and history["kd_loss"][1] > 0
@@ -204,15 +211,7 @@ def test_kd_weight_assigned_by_hand_after_compile_is_trained():
     custom callback, or by hand between fits) is trained too: KD is computed
     whenever its current weight can be non-zero, and the loss is the task
     term plus that weight times the KD term."""
-    from conftest import small_cnn
-
-    rng = np.random.default_rng(1)
-    x = rng.random((16, 8, 8, 3)).astype("float32")
-    y = rng.integers(0, 5, size=16)
-    keras.utils.set_random_seed(0)
-    teacher, student = small_cnn("t", 8), small_cnn("s", 4)
-    distiller = VIDDistiller(teacher, student, pairs=[("s_g1", "t_g1")])
-    distiller.compile(optimizer=keras.optimizers.SGD(0.0), loss=CE, vid_weight=0.0, kd_weight=0.0)
+    x, y, _, _, distiller = _compiled_without_kd(seed=1)
     first = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0).history
     assert "kd_loss" not in first
     distiller.kd_weight.assign(0.5)
