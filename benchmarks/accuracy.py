@@ -17,7 +17,11 @@ validation split carved from the training data, which no student trains on):
 - `vid`: VID with the library's defaults, pairs from `suggest_pairs`
   (`pairs="auto"`), no per-task setting;
 - `kd+vid`: both, KD with the task's `kd` temperature;
-- `fitnet`: the same pairs with a fixed unit variance (MSE), default weight.
+- `fitnet`: the same pairs with a fixed unit variance (MSE), default weight;
+- `kd-u`, `vid-u`, `kd+vid-u` (not in the default list): the same, after a
+  first phase of `steps` batches of the pool's images without their labels
+  (the distillation terms only), what a user who has the teacher's images
+  can add; KD and VID see the same unlabelled images.
 
 Every run is appended to `<output>/results.json` as soon as it ends, and a
 run already there is skipped: the same command continues an interrupted
@@ -33,15 +37,17 @@ import math
 import os
 import sys
 import time
+import warnings
 
 import keras
 import numpy as np
 
-from keras_vid import VIDDistiller
+from keras_vid import EpochSchedule, VIDDistiller, WeightSchedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "..", "shared", "data")
 METHODS = ("student", "kd", "fitnet", "vid", "kd+vid")
+UNLABELLED_METHODS = ("kd-u", "vid-u", "kd+vid-u")
 TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -405,6 +411,21 @@ def accuracy(model, x, y):
     return float(100.0 * np.mean(np.argmax(logits, axis=-1) == y))
 
 
+def _unlabelled_phase(task, data, model, kwargs, rng, steps):
+    """`steps` batches of pool images without labels (the distillation terms
+    only), with the task's optimizer schedule over those steps."""
+    n = steps * task.batch_size
+    rounds = math.ceil(n / len(data.y_pool))
+    order = np.concatenate([rng.permutation(len(data.y_pool)) for _ in range(rounds)])[:n]
+    x = _take(data.x_pool, order)
+    if task.augment is not None:
+        x = task.augment(x, rng)
+    model.compile(optimizer=task.optimizer(steps), loss=CE, **kwargs)
+    with warnings.catch_warnings():  # the student's last layer gets no VID gradient
+        warnings.filterwarnings("ignore", message="Gradients do not exist")
+        model.fit(x, batch_size=task.batch_size, epochs=1, verbose=0)
+
+
 def train_run(task, data, teacher, method, seed, temperature, settings, split, steps):
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
@@ -412,18 +433,33 @@ def train_run(task, data, teacher, method, seed, temperature, settings, split, s
     x, y = _take(data.x_pool, index), data.y_pool[index]
     keras.utils.set_random_seed(1000 + seed)
     student = task.student(data)
-    model, kwargs = build(method, teacher, student, temperature, settings)
+    base_method = method.removesuffix("-u")
+    model, kwargs = build(base_method, teacher, student, temperature, settings)
+    start = time.time()
+    unlabelled_steps = steps if method.endswith("-u") else 0
+    if unlabelled_steps:
+        _unlabelled_phase(task, data, model, kwargs, rng, unlabelled_steps)
     model.compile(optimizer=task.optimizer(steps), loss=CE, metrics=["accuracy"], **kwargs)
     steps_per_epoch = math.ceil(len(y) / task.batch_size)
     epochs = math.ceil(steps / steps_per_epoch)
-    start = time.time()
+    callbacks = []
+    if settings.get("vid_weight_decay") and base_method in ("vid", "kd+vid"):
+        decay = EpochSchedule(
+            settings["vid_weight_decay"], start=settings["vid_weight"], end=0.0, epochs=epochs
+        )
+        callbacks.append(WeightSchedule(vid_weight=decay))
     if task.augment is None:
-        history = model.fit(x, y, batch_size=task.batch_size, epochs=epochs, verbose=0)
+        history = model.fit(
+            x, y, batch_size=task.batch_size, epochs=epochs, verbose=0, callbacks=callbacks
+        )
         losses = history.history["loss"]
     else:
         losses = []
-        for _ in range(epochs):  # a fresh augmentation of the labelled images each epoch
-            h = model.fit(task.augment(x, rng), y, batch_size=task.batch_size, epochs=1, verbose=0)
+        for epoch in range(epochs):  # a fresh augmentation of the labelled images each epoch
+            h = model.fit(
+                task.augment(x, rng), y, batch_size=task.batch_size, epochs=epoch + 1,
+                initial_epoch=epoch, verbose=0, callbacks=callbacks,
+            )  # fmt: skip
             losses += h.history["loss"]
     x_eval, y_eval = (
         (data.x_val, data.y_val) if split == "validation" else (data.x_test, data.y_test)
@@ -431,6 +467,7 @@ def train_run(task, data, teacher, method, seed, temperature, settings, split, s
     return {
         "accuracy": accuracy(student, x_eval, y_eval),
         "steps": epochs * steps_per_epoch,
+        "unlabelled_steps": unlabelled_steps,
         "final_loss": float(losses[-1]),
         "train_time_s": round(time.time() - start, 1),
     }
@@ -445,22 +482,44 @@ def _score(run):
 
 def summarise(results):
     """Markdown: per task the mean ± sample std per method, gains over the
-    student and over KD, and the worst seed of `vid` against `student`."""
+    student and over KD, and the worst seed of `vid` against `student`; a
+    second table for the unlabelled-image methods where any ran."""
     lines = [
         "| task | teacher | student | kd | fitnet | vid | kd+vid | vid − student (worst seed) "
         "| kd+vid − kd |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    unlabelled = []
     for task in results["tasks"]:
-        by = {}
-        for run in task["runs"]:
-            by.setdefault(run["method"], {})[run["seed"]] = _score(run)
+        by = _by_method(task)
         lines.append(
             f"| {task['name']} | {task['teacher_test_accuracy']:.2f} | "
             + " | ".join(_cell(by, m) for m in METHODS)
             + f" | {_gain(by, 'vid', 'student', True)} | {_gain(by, 'kd+vid', 'kd')} |"
         )
+        if any(m in by for m in UNLABELLED_METHODS):
+            unlabelled.append(
+                f"| {task['name']} | "
+                + " | ".join(_cell(by, m) for m in UNLABELLED_METHODS)
+                + f" | {_gain(by, 'kd-u', 'kd')} | {_gain(by, 'kd+vid-u', 'kd-u')} |"
+            )
+    if unlabelled:
+        lines += [
+            "",
+            "With the pool's unlabelled images first (`-u`, the same images for KD and VID):",
+            "",
+            "| task | kd-u | vid-u | kd+vid-u | kd-u − kd | kd+vid-u − kd-u |",
+            "|---|---|---|---|---|---|",
+            *unlabelled,
+        ]
     return "\n".join(lines)
+
+
+def _by_method(task):
+    by = {}
+    for run in task["runs"]:
+        by.setdefault(run["method"], {})[run["seed"]] = _score(run)
+    return by
 
 
 def _cell(by, method):
@@ -484,9 +543,7 @@ def readme_rows(results):
     """The README's short table (student, KD, VID, KD + VID and the gains)."""
     rows = []
     for task in results["tasks"]:
-        by = {}
-        for run in task["runs"]:
-            by.setdefault(run["method"], {})[run["seed"]] = _score(run)
+        by = _by_method(task)
         if not all(by.get(m) for m in ("student", "kd", "vid", "kd+vid")):
             continue
         label = f"{task['name']} ({task['labelled_per_class']}/class)"
@@ -541,7 +598,13 @@ def main(argv=None):
     p.add_argument("--split", choices=("test", "validation"), default="test")
     p.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "accuracy"))
     p.add_argument("--cache-dir", default=os.path.join(ROOT, "runs", "accuracy-teachers"))
-    p.add_argument("--vid", default=None, help="JSON overrides of the VID defaults (sweeps)")
+    p.add_argument(
+        "--vid",
+        default=None,
+        help="JSON overrides of the VID defaults (sweeps): head options, vid_weight, "
+        'task_weight, pairs, or "vid_weight_decay": "linear"/"cosine" (λ to 0 over the '
+        "labelled phase)",
+    )
     p.add_argument("--quick", action="store_true", help="a few steps per task (smoke run)")
     p.add_argument(
         "--readme", action="store_true", help="print the README's table from results.json"
@@ -590,6 +653,9 @@ def main(argv=None):
                 results["tasks"].append({**task, "runs": kept})
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(METHODS + UNLABELLED_METHODS))
+    if unknown:
+        p.error(f"unknown methods {unknown}; choose from {METHODS + UNLABELLED_METHODS}")
     for name in args.tasks.split(","):
         task = TASKS[name]
         entry = next((t for t in results["tasks"] if t["name"] == name), None)
@@ -628,7 +694,7 @@ def main(argv=None):
                 )  # fmt: skip
                 key = "test_accuracy" if args.split == "test" else "validation_accuracy"
                 record = {"method": method, "seed": seed, key: run.pop("accuracy")}
-                if method in ("vid", "kd+vid", "fitnet"):
+                if method.removesuffix("-u") in ("vid", "kd+vid", "fitnet"):
                     record["vid_settings"] = settings
                 entry["runs"].append({**record, **run})
                 save()

@@ -47,3 +47,21 @@ def test_quick_suite_writes_every_method_with_one_set_of_vid_settings(tmp_path):
     with open(os.path.join(out, "results.json")) as f:
         again = json.load(f)
     assert [len(t["runs"]) for t in again["tasks"]] == [5, 5]
+
+
+def test_unlabelled_methods_train_a_first_phase_without_labels(tmp_path):
+    if not os.path.exists(DATA):
+        pytest.skip(f"{DATA} is not on this machine")
+    suite = _suite()
+    out, cache = str(tmp_path / "out"), str(tmp_path / "teachers")
+    argv = ["--quick", "--tasks", "digits-10", "--seeds", "0", "--methods", "kd-u,kd+vid-u"]
+    suite.main(argv + ["--output", out, "--cache-dir", cache])
+    with open(os.path.join(out, "results.json")) as f:
+        runs = {r["method"]: r for r in json.load(f)["tasks"][0]["runs"]}
+    assert sorted(runs) == ["kd+vid-u", "kd-u"]
+    assert runs["kd-u"]["unlabelled_steps"] == runs["kd+vid-u"]["unlabelled_steps"] == 4
+    assert "vid_settings" in runs["kd+vid-u"] and "vid_settings" not in runs["kd-u"]
+    with open(os.path.join(out, "results.md")) as f:
+        assert "| digits-10 | " in f.read().split("unlabelled images first")[1]
+    with pytest.raises(SystemExit):
+        suite.main(["--quick", "--methods", "kd,vidd", "--output", out, "--cache-dir", cache])
