@@ -335,6 +335,12 @@ TASKS = {
             schedule="Adam 3e-3 cosine, batch 64, 800 steps",
         ),
         Task(
+            "fmnist-100-teacher-size", "Fashion-MNIST", 100, load_fashion_mnist,
+            _fmnist_teacher, lambda d: cnn((32, 64, 128), (28, 28, 1), 10, "student"),
+            steps=800, batch_size=64, optimizer=adam(3e-3),
+            schedule="Adam 3e-3 cosine, batch 64, 800 steps",
+        ),
+        Task(
             "fmnist-cnn-to-mlp-100", "Fashion-MNIST", 100, load_fashion_mnist, _fmnist_teacher,
             lambda d: mlp((256, 256), (28, 28, 1), 10, "student"),
             steps=800, batch_size=64, optimizer=adam(1e-3),
@@ -635,6 +641,18 @@ def main(argv=None):
         print(message, flush=True)
 
     def save():
+        # Another process may be running other tasks into the same file:
+        # keep the tasks it wrote, and this process's own tasks as they are here.
+        ours = set(args.tasks.split(","))
+        if os.path.exists(path):
+            with open(path) as f:
+                on_disk = json.load(f)["tasks"]
+            mine = {t["name"]: t for t in results["tasks"]}
+            merged = []
+            for task in on_disk:
+                kept = mine.pop(task["name"], None)
+                merged.append(kept if task["name"] in ours and kept is not None else task)
+            results["tasks"] = merged + list(mine.values())
         with open(path + ".tmp", "w") as f:
             json.dump(results, f, indent=1)
         os.replace(path + ".tmp", path)

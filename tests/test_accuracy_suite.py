@@ -65,3 +65,30 @@ def test_unlabelled_methods_train_a_first_phase_without_labels(tmp_path):
         assert "| digits-10 | " in f.read().split("unlabelled images first")[1]
     with pytest.raises(SystemExit):
         suite.main(["--quick", "--methods", "kd,vidd", "--output", out, "--cache-dir", cache])
+
+
+def test_a_save_keeps_the_tasks_another_process_wrote_meanwhile(tmp_path):
+    """Two suite processes on different tasks may share one results.json."""
+    suite = _suite()
+    out, cache = str(tmp_path / "out"), str(tmp_path / "teachers")
+    path = os.path.join(out, "results.json")
+    other = {"name": "other-task", "teacher_test_accuracy": 50.0, "runs": []}
+    train_run = suite.train_run
+
+    def run_while_another_process_saves(*args, **kwargs):
+        if os.path.exists(path):
+            with open(path) as f:
+                results = json.load(f)
+            if all(t["name"] != "other-task" for t in results["tasks"]):
+                results["tasks"].append(other)
+                with open(path, "w") as f:
+                    json.dump(results, f)
+        return train_run(*args, **kwargs)
+
+    suite.train_run = run_while_another_process_saves
+    argv = ["--quick", "--tasks", "digits-10", "--seeds", "0", "--methods", "student"]
+    suite.main(argv + ["--output", out, "--cache-dir", cache])
+    with open(path) as f:
+        tasks = {t["name"]: t for t in json.load(f)["tasks"]}
+    assert sorted(tasks) == ["digits-10", "other-task"]
+    assert [r["method"] for r in tasks["digits-10"]["runs"]] == ["student"]
