@@ -138,3 +138,41 @@ def test_airbench_stage_ends_pair_with_a_small_student():
     for k in (1, 2, 3):
         assert f"block{k}" in names and f"block{k}_shift2" in names
     assert teacher.output.shape == (None, 10)
+
+
+def test_the_cli_feeds_an_airbench_teacher_its_normalised_images(tmp_path):
+    """`--teacher airbench-… --teacher-model T.keras`: the loaded raw-RGB
+    teacher is adapted to the CLI's `(x / 255 − mean) / std` images and
+    computes on them what the saved file computes on the raw images; the
+    file's own record beside it is left alone; without a file the CLI says
+    how to train one."""
+    from keras_vid.experiments.data import channel_stats
+    from keras_vid.experiments.runner import DataConfig, Dataset, get_teacher
+
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, size=(40, 32, 32, 3)).astype("uint8")
+    labels = rng.integers(0, 10, size=40)
+    saved = airbench((8, 16, 16), seed=3)
+    normalize = saved.get_layer("normalize")
+    saved.get_layer("whiten").set_whitening(to_numpy(normalize(raw[:32].astype("float32"))))
+    path = str(tmp_path / "airbench.keras")
+    saved.save(path)
+    with open(path + ".json", "w") as f:
+        json.dump({"test_accuracy": 12.5}, f)
+    mean, std = channel_stats(raw)
+    data = Dataset(raw, labels, raw, labels, [str(c) for c in range(10)], mean, std)
+    teacher, info = get_teacher(
+        "airbench-8,16,16", DataConfig(), None, data, str(tmp_path), log=lambda m: None, path=path
+    )
+    normalised = ((raw[:8] / 255.0 - mean) / std).astype("float32")
+    expected = to_numpy(saved.predict(raw[:8].astype("float32"), verbose=0))
+    got = to_numpy(teacher.predict(normalised, verbose=0))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    names = {layer.name for layer in teacher.layers}
+    assert {"block1", "block3_shift2", "pool", "logits"} <= names
+    raw_logits = to_numpy(saved.predict(raw.astype("float32"), verbose=0))
+    assert info["test_accuracy"] == pytest.approx(100.0 * np.mean(raw_logits.argmax(-1) == labels))
+    with open(path + ".json") as f:
+        assert json.load(f) == {"test_accuracy": 12.5}
+    with pytest.raises(ValueError, match="fast_teacher"):
+        get_teacher("airbench-8,16,16", DataConfig(), None, data, str(tmp_path))

@@ -1,13 +1,15 @@
 """Architectures by name, with the layer names each distillation method pairs.
 
 Names: `wrn-<depth>-<width>` (the paper's Wide ResNets), `cnn-<c1>,<c2>,...`
-(`small_cnn`, optionally `cnn-<c1>,<c2>,...x<convs per stage>`) and
-`mlp-<u1>,<u2>,...`.
+(`small_cnn`, optionally `cnn-<c1>,<c2>,...x<convs per stage>`),
+`mlp-<u1>,<u2>,...` and `airbench-<w1>,<w2>,...` (a teacher trained by
+`keras_vid.experiments.fast_teacher`, given with `--teacher-model`).
 """
 
 import dataclasses
 
 from keras_vid.experiments.models import cnn_block_names, mlp, small_cnn, wide_resnet
+from keras_vid.experiments.models.airbench import airbench_block_names
 from keras_vid.experiments.models.wide_resnet import GROUP_OUTPUTS
 
 
@@ -26,6 +28,9 @@ class Architecture:
             model has none (an MLP's Dense layers fuse their ReLU).
         hidden: the hidden vectors of an MLP (CNN → MLP pairs).
         penultimate: the vector before the logits (VID-LP).
+        raw_input: the saved model reads raw RGB (0–255) and normalises it
+            itself (an airbench teacher); the CLI adapts it to its
+            normalised images (`reading_normalised_input`).
     """
 
     name: str
@@ -35,6 +40,7 @@ class Architecture:
     hidden: tuple = ()
     penultimate: str = "pool"
     logits: str = "logits"
+    raw_input: bool = False
 
 
 def _ints(text, spec):
@@ -84,4 +90,27 @@ def parse_architecture(spec):
 
         hidden = tuple(f"hidden{i}" for i in range(1, len(units) + 1))
         return Architecture(spec, build, hidden=hidden, penultimate=hidden[-1])
-    raise ValueError(f"Unknown architecture {spec!r}: use wrn-D-W, cnn-C1,C2,... or mlp-U1,...")
+    if kind == "airbench":
+        widths = _ints(rest, spec)
+        if not widths:
+            raise ValueError(f"airbench names are airbench-<w1>,<w2>,... Received: {spec!r}")
+
+        def build(num_classes, input_shape, name=None):
+            raise ValueError(
+                f"{spec!r} is trained by its own recipe: run `python -m "
+                "keras_vid.experiments.fast_teacher --widths "
+                f"{','.join(map(str, widths))} --output T.keras`, then pass "
+                "`--teacher-model T.keras`."
+            )
+
+        return Architecture(
+            spec,
+            build,
+            stages=airbench_block_names(len(widths)),
+            pre_activation_stages=airbench_block_names(len(widths), pre_activation=True),
+            raw_input=True,
+        )
+    raise ValueError(
+        f"Unknown architecture {spec!r}: use wrn-D-W, cnn-C1,C2,..., mlp-U1,... or "
+        "airbench-W1,W2,..."
+    )

@@ -92,7 +92,13 @@ def build_parser():
     d.add_argument("--no-flip", action="store_true", help="pad-crop without horizontal flips.")
 
     g = p.add_argument_group("grid")
-    g.add_argument("--teacher", default="wrn-40-2", help="wrn-D-W, cnn-C1,C2,..[xN], mlp-U1,..")
+    g.add_argument(
+        "--teacher",
+        default="wrn-40-2",
+        help="wrn-D-W, cnn-C1,C2,..[xN], mlp-U1,.., or airbench-W1,W2,.. with --teacher-model "
+        "(a raw-RGB teacher from keras_vid.experiments.fast_teacher, adapted to the normalised "
+        "images)",
+    )
     g.add_argument("--student", default="wrn-16-1")
     g.add_argument(
         "--methods",

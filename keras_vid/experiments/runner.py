@@ -12,6 +12,7 @@ import numpy as np
 
 from keras_vid.experiments.architectures import parse_architecture
 from keras_vid.experiments.data import channel_stats, load_split, make_dataset, subsample_per_class
+from keras_vid.experiments.models.airbench import reading_normalised_input
 from keras_vid.experiments.recipes import build_method
 
 
@@ -221,7 +222,11 @@ def get_teacher(
     configuration. Returns `(teacher, info)` with `info` holding the test
     accuracy, the training time and the cache path.
     """
-    if path is None:
+    given = path is not None
+    architecture = parse_architecture(arch)
+    if architecture.raw_input and not given:
+        architecture.build(data.num_classes, data.input_shape)  # raises: how to train it
+    if not given:
         key = _teacher_key(arch, data_config, training, data, seed)
         os.makedirs(cache_dir, exist_ok=True)
         path = os.path.join(cache_dir, f"teacher-{arch.replace(',', '_')}-{key}.keras")
@@ -230,14 +235,16 @@ def get_teacher(
     meta_path = path + ".json"
     if os.path.exists(path):
         teacher = keras.saving.load_model(path, compile=False)
+        if architecture.raw_input:  # it normalises raw RGB itself; the CLI feeds normalised
+            teacher = reading_normalised_input(teacher, data.mean, data.std)
         info = {"arch": arch, "train_accuracy_note": "loaded"}
-        if os.path.exists(meta_path):
+        if os.path.exists(meta_path) and not given:
             with open(meta_path) as file:
                 info = json.load(file)
         log(f"teacher {arch}: loaded from {path} ({info['train_accuracy_note']})")
     else:
         keras.utils.set_random_seed(seed)
-        teacher = parse_architecture(arch).build(data.num_classes, data.input_shape, "teacher")
+        teacher = architecture.build(data.num_classes, data.input_shape, "teacher")
         indices = subsample_per_class(data.train_labels, data_config.teacher_per_class, seed)
         log(f"teacher {arch}: training on {len(indices)} images ...")
         start = time.time()
@@ -260,6 +267,9 @@ def get_teacher(
         info["test_accuracy"] = evaluate_accuracy(teacher, data, split="test")
         info["scored_on"] = scored
     info["cache_path"] = path
+    if given:  # a teacher saved elsewhere keeps its own record: scored again each time
+        log(f"teacher {arch}: test accuracy {info['test_accuracy']:.2f} %")
+        return teacher, info
     with open(meta_path, "w") as file:
         json.dump({k: v for k, v in info.items() if k != "cache_path"}, file, indent=1)
     log(f"teacher {arch}: test accuracy {info['test_accuracy']:.2f} %")

@@ -14,6 +14,7 @@ Layer names: `block<k>` (group k's output, after its last GELU),
 """
 
 import keras
+import numpy as np
 
 from keras_vid.layers import DiracUniform, PatchWhitening, ScaledShift
 
@@ -101,3 +102,40 @@ def airbench(
     return keras.Model(
         inputs, outputs, name=name or "airbench_" + "_".join(str(w) for w in widths)
     )
+
+
+def reading_normalised_input(model, mean, std):
+    """A copy of a trained `airbench` model that reads images normalised as
+    `(image / 255 − mean) / std` instead of raw RGB (0–255).
+
+    The experiment CLI feeds every model that normalisation (its `mean` and
+    `std` on the 0–1 scale, per channel); an airbench teacher saved by
+    `fast_teacher` normalises raw RGB itself with (M, S). The copy's first
+    layer maps the CLI's input z to the same `(255 (std·z + mean) − M) / S`,
+    so it computes what the saved model computes on the raw images. Every
+    other layer keeps its name and weights, so the pairs are the same.
+
+    Example:
+
+    ```python
+    teacher = keras.saving.load_model("results/teachers/airbench.keras")
+    teacher = reading_normalised_input(teacher, data.mean, data.std)
+    ```
+    """
+    normalize = model.get_layer("normalize")
+    raw_mean = np.asarray(keras.ops.convert_to_numpy(normalize.mean)).reshape(-1)
+    raw_std = np.sqrt(np.asarray(keras.ops.convert_to_numpy(normalize.variance)).reshape(-1))
+    mean, std = np.asarray(mean, "float64"), np.asarray(std, "float64")
+    groups = sum(1 for layer in model.layers if layer.name.endswith("_conv2"))
+    copy = airbench(
+        [model.get_layer(f"block{k}_conv2").filters for k in range(1, groups + 1)],
+        model.get_layer("fc").units,
+        tuple(model.input_shape[1:]),
+        mean=(raw_mean - 255.0 * mean) / (255.0 * std),
+        std=raw_std / (255.0 * std),
+        name=model.name,
+    )
+    for layer in model.layers:
+        if layer.name != "normalize" and layer.weights:
+            copy.get_layer(layer.name).set_weights(layer.get_weights())
+    return copy
