@@ -176,3 +176,19 @@ def test_the_cli_feeds_an_airbench_teacher_its_normalised_images(tmp_path):
         assert json.load(f) == {"test_accuracy": 12.5}
     with pytest.raises(ValueError, match="fast_teacher"):
         get_teacher("airbench-8,16,16", DataConfig(), None, data, str(tmp_path))
+
+
+def test_fast_teacher_command_trains_with_the_label_smoothing_it_is_given(tmp_path):
+    from keras_vid.experiments.fast_teacher import main
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 64), ("test", 16)):
+        x = rng.integers(0, 256, size=(n, 32, 32, 3)).astype("uint8")
+        np.savez(tmp_path / f"{split}.npz", x=x, y=np.arange(n) % 10)
+    output = str(tmp_path / "t.keras")
+    argv = ["--output", output, "--train", str(tmp_path / "train.npz"), "--widths", "8,16,16"]
+    argv += ["--test", str(tmp_path / "test.npz"), "--epochs", "1", "--batch-size", "32"]
+    record = main(argv + ["--label-smoothing", "0"])
+    assert record["recipe"]["label_smoothing"] == 0.0 and record["epochs"] == 1
+    model = keras.saving.load_model(output + ".ckpt.keras")
+    assert model.loss.get_config()["label_smoothing"] == 0.0

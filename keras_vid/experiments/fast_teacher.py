@@ -283,6 +283,13 @@ def main(argv=None):
     p.add_argument(
         "--limit", type=int, default=None, help="train on N random images only (smoke runs)"
     )
+    p.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=AirbenchRecipe.label_smoothing,
+        help="airbench's 0.2 flattens the non-target logits a KD student learns from "
+        "(results/teachers/dark_knowledge.py); 0 keeps them",
+    )
     p.add_argument("--dtype-policy", default="mixed_bfloat16")
     args = p.parse_args(argv)
     x, y = _load_npz(args.train)
@@ -294,6 +301,7 @@ def main(argv=None):
         widths=tuple(int(w) for w in args.widths.split(",")),
         epochs=args.epochs,
         batch_size=args.batch_size,
+        label_smoothing=args.label_smoothing,
         seed=args.seed,
     )
     return train_fast_teacher(
