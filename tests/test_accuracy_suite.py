@@ -50,8 +50,6 @@ def test_quick_suite_writes_every_method_with_one_set_of_vid_settings(tmp_path):
 
 
 def test_unlabelled_methods_train_a_first_phase_without_labels(tmp_path):
-    if not os.path.exists(DATA):
-        pytest.skip(f"{DATA} is not on this machine")
     suite = _suite()
     out, cache = str(tmp_path / "out"), str(tmp_path / "teachers")
     argv = ["--quick", "--tasks", "digits-10", "--seeds", "0", "--methods", "kd-u,kd+vid-u"]
