@@ -236,8 +236,14 @@ def mlp(units, input_shape, num_classes, name):
     return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(x), name=name)
 
 
-def trained_teacher(name, build, data, cache_dir, epochs, batch_size, learning_rate, quick):
-    """Train `build()` on the pool (Adam, cosine decay) once; cached as .keras."""
+def trained_teacher(
+    name, build, data, cache_dir, epochs, batch_size, learning_rate, quick, augment=None
+):
+    """Train `build()` on the pool (Adam, cosine decay) once; cached as .keras.
+
+    With `augment`, a fresh augmentation of the pool each epoch and a
+    checkpoint (model and optimizer) after each one: an interrupted teacher
+    continues from its last completed epoch when the suite runs again."""
     path = os.path.join(cache_dir, f"{name}{'-quick' if quick else ''}.keras")
     if os.path.exists(path):
         return keras.saving.load_model(path, compile=False)
@@ -250,10 +256,41 @@ def trained_teacher(name, build, data, cache_dir, epochs, batch_size, learning_r
     steps = epochs * math.ceil(len(y) / batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
     teacher.compile(optimizer=keras.optimizers.Adam(schedule), loss=CE)
-    teacher.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0)
     os.makedirs(cache_dir, exist_ok=True)
+    if augment is None:
+        teacher.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0)
+    else:
+        teacher = _fit_resumably(teacher, x, y, augment, epochs, batch_size, path)
     teacher.compile()
     teacher.save(path)
+    return teacher
+
+
+def _fit_resumably(teacher, x, y, augment, epochs, batch_size, path):
+    """Epoch by epoch, checkpointed to `<path>.ckpt.keras` + `.progress.json`."""
+    checkpoint, progress = path + ".ckpt.keras", path + ".progress.json"
+    done = 0
+    if os.path.exists(checkpoint) and os.path.exists(progress):
+        teacher = keras.saving.load_model(checkpoint)
+        with open(progress) as f:
+            done = json.load(f)["epochs_done"]
+        print(f"{os.path.basename(path)}: resuming after epoch {done}/{epochs}", flush=True)
+    for epoch in range(done, epochs):
+        start = time.time()
+        rng = np.random.default_rng(epoch)  # the same augmentation when resumed
+        history = teacher.fit(
+            augment(x, rng), y, batch_size=batch_size, epochs=epoch + 1,
+            initial_epoch=epoch, verbose=0,
+        )  # fmt: skip
+        teacher.save(checkpoint)
+        with open(progress + ".tmp", "w") as f:
+            json.dump({"epochs_done": epoch + 1}, f)
+        os.replace(progress + ".tmp", progress)
+        loss = history.history["loss"][-1]
+        print(f"{os.path.basename(path)}: epoch {epoch + 1}/{epochs} loss {loss:.3f} "
+              f"({time.time() - start:.0f} s)", flush=True)  # fmt: skip
+    for leftover in (checkpoint, progress):
+        os.remove(leftover)
     return teacher
 
 
@@ -309,6 +346,31 @@ def _digits_teacher(data, cache_dir, quick):
     )  # fmt: skip
 
 
+def _mobilenet_teacher(data, cache_dir, quick):
+    def build():  # keras.applications expects [-1, 1] inputs: rescale inside the model
+        inputs = keras.Input((32, 32, 3))
+        scaled = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
+        return keras.applications.MobileNetV2(
+            input_tensor=scaled, weights=None, classes=10, classifier_activation=None
+        )
+
+    return trained_teacher(
+        "cifar10-mobilenetv2", build, data, cache_dir, epochs=15, batch_size=128,
+        learning_rate=2e-3, quick=quick, augment=flip_crop,
+    )  # fmt: skip
+
+
+def _mobilenet_student(data):
+    student = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), alpha=0.5, minimalistic=True, weights=None, classes=10,
+        classifier_activation=None,
+    )  # fmt: skip
+    for layer in student.layers:  # 0.999 would leave the moving statistics near
+        if isinstance(layer, keras.layers.BatchNormalization):  # their initial
+            layer.momentum = 0.9  # values after a schedule of hundreds of steps
+    return student
+
+
 def _cifar_student(data):
     return cnn((8, 16, 32, 64), (32, 32, 3), 10, "student", normalize=(CIFAR_MEAN, CIFAR_STD))
 
@@ -362,6 +424,12 @@ TASKS = {
             lambda d, c, q: manifest_teacher("cifar10-airbench-64-256-256"), _cifar_student,
             steps=1600, batch_size=128, optimizer=sgd_steps(), augment=flip_crop,
             schedule="SGD Nesterov 0.1, ×0.2 at 30/60/80 %, batch 128, 1 600 steps, flip+crop",
+        ),
+        Task(
+            "cifar10-mobilenet-100", "CIFAR-10 (JPEG q75)", 100, load_cifar10,
+            _mobilenet_teacher, _mobilenet_student,
+            steps=800, batch_size=128, optimizer=sgd_steps(), augment=flip_crop,
+            schedule="SGD Nesterov 0.1, ×0.2 at 30/60/80 %, batch 128, 800 steps, flip+crop",
         ),
     ]
 }  # fmt: skip

@@ -90,3 +90,56 @@ def test_a_save_keeps_the_tasks_another_process_wrote_meanwhile(tmp_path):
         tasks = {t["name"]: t for t in json.load(f)["tasks"]}
     assert sorted(tasks) == ["digits-10", "other-task"]
     assert [r["method"] for r in tasks["digits-10"]["runs"]] == ["student"]
+
+
+def test_an_augmented_teacher_resumes_after_its_last_completed_epoch(tmp_path, monkeypatch):
+    """A stopped teacher run continues with no epoch lost or repeated: the
+    second call trains only the epochs left, from the checkpointed weights
+    and optimizer step, and leaves the cached teacher, not the checkpoint."""
+    import keras
+    import numpy as np
+
+    suite = _suite()
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 4, 4, 1)).astype("float32"), rng.integers(0, 3, 64)
+    data = suite.Data(x, y, x[:8], y[:8], x[:8], y[:8], 3)
+
+    def build():
+        inputs = keras.Input((4, 4, 1))
+        outputs = keras.layers.Dense(3)(keras.layers.Flatten()(inputs))
+        return keras.Model(inputs, outputs)
+
+    epochs_seen = []
+
+    def augment_then_stop_in_epoch(stop):
+        def augment(images, epoch_rng):
+            epochs_seen.append(len(epochs_seen))
+            if len(epochs_seen) == stop:
+                raise KeyboardInterrupt
+            return images + 0.01 * epoch_rng.standard_normal(images.shape).astype("float32")
+
+        return augment
+
+    cache = str(tmp_path)
+    args = ("tiny", build, data, cache, 3, 16, 1e-2, False)
+    with pytest.raises(KeyboardInterrupt):
+        suite.trained_teacher(*args, augment=augment_then_stop_in_epoch(stop=2))
+    checkpoint = os.path.join(cache, "tiny.keras.ckpt.keras")
+    after_one = keras.saving.load_model(checkpoint)
+    assert int(after_one.optimizer.iterations) == 4  # one epoch of 64 / 16
+    epochs_seen.clear()
+    steps_at_save, save = [], keras.Model.save
+
+    def recording_save(model, path, *a, **k):
+        if path == checkpoint:
+            steps_at_save.append(int(model.optimizer.iterations))
+        return save(model, path, *a, **k)
+
+    monkeypatch.setattr(keras.Model, "save", recording_save)
+    teacher = suite.trained_teacher(*args, augment=augment_then_stop_in_epoch(stop=0))
+    assert len(epochs_seen) == 2  # epochs 2 and 3 only
+    assert steps_at_save == [8, 12]  # the optimizer continued from step 4
+    assert sorted(os.listdir(cache)) == ["tiny.keras"]
+    assert not np.allclose(teacher.get_weights()[0], after_one.get_weights()[0])
+    cached = keras.saving.load_model(os.path.join(cache, "tiny.keras"))
+    np.testing.assert_allclose(cached.get_weights()[0], teacher.get_weights()[0])
