@@ -143,3 +143,22 @@ def test_an_augmented_teacher_resumes_after_its_last_completed_epoch(tmp_path, m
     assert not np.allclose(teacher.get_weights()[0], after_one.get_weights()[0])
     cached = keras.saving.load_model(os.path.join(cache, "tiny.keras"))
     np.testing.assert_allclose(cached.get_weights()[0], teacher.get_weights()[0])
+
+
+def test_batch_norm_recalibration_sets_the_moving_statistics_of_the_final_weights():
+    """Moving statistics left at their initial (0, 1), as momentum 0.999 can
+    leave them, end at the features' mean and variance (3, 4), and the
+    layer's momentum is restored."""
+    import keras
+    import numpy as np
+
+    suite = _suite()
+    rng = np.random.default_rng(0)
+    x = (3.0 + 2.0 * rng.standard_normal((6400, 4, 4, 2))).astype("float32")
+    inputs = keras.Input((4, 4, 2))
+    norm = keras.layers.BatchNormalization(momentum=0.999)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(norm(inputs))))
+    suite.recalibrate_batch_norm(model, x, batch_size=64, batches=100)
+    assert norm.momentum == 0.999
+    np.testing.assert_allclose(np.asarray(norm.moving_mean), x.mean(axis=(0, 1, 2)), atol=0.1)
+    np.testing.assert_allclose(np.asarray(norm.moving_variance), x.var(axis=(0, 1, 2)), atol=0.3)
