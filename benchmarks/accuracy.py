@@ -297,6 +297,11 @@ def _fit_resumably(teacher, x, y, augment, epochs, batch_size, path):
     return teacher
 
 
+def batch_norms(model):
+    """Every BatchNormalization layer in `model`, nested ones included."""
+    return [layer for layer in sublayers(model) if isinstance(layer, BatchNormalization)]
+
+
 def recalibrate_batch_norm(model, x, batch_size, batches=100, seed=0):
     """Re-estimate every BatchNormalization's moving statistics with the final
     weights (momentum 0.9 over `batches` batches of `x`, then restored).
@@ -305,7 +310,7 @@ def recalibrate_batch_norm(model, x, batch_size, batches=100, seed=0):
     can trail the weights: the suite's MobileNetV2 teacher scored 21.5 % on
     the validation split with them and 65.5 % after this (67.6 % on the
     batch statistics of 1 024 validation images)."""
-    layers = [layer for layer in sublayers(model) if isinstance(layer, BatchNormalization)]
+    layers = batch_norms(model)
     momenta = [layer.momentum for layer in layers]
     for layer in layers:
         layer.momentum = 0.9
@@ -387,9 +392,8 @@ def _mobilenet_student(data):
         input_shape=(32, 32, 3), alpha=0.5, minimalistic=True, weights=None, classes=10,
         classifier_activation=None,
     )  # fmt: skip
-    for layer in student.layers:  # 0.999 would leave the moving statistics near
-        if isinstance(layer, keras.layers.BatchNormalization):  # their initial
-            layer.momentum = 0.9  # values after a schedule of hundreds of steps
+    for layer in batch_norms(student):  # 0.999 would leave the moving statistics
+        layer.momentum = 0.9  # near their initial values after hundreds of steps
     return student
 
 
