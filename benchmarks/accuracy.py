@@ -18,6 +18,10 @@ validation split carved from the training data, which no student trains on):
   (`pairs="auto"`), no per-task setting;
 - `kd+vid`: both, KD with the task's `kd` temperature;
 - `fitnet`: the same pairs with a fixed unit variance (MSE), default weight;
+- `at`: attention transfer (Zagoruyko & Komodakis) on the same pairs where
+  they are feature maps, β chosen per task on the validation split (seed 0,
+  β in 100, 1 000, 10 000 around the paper's 1 000), like KD's temperature;
+  skipped on tasks without feature-map pairs (tokens, an MLP student);
 - `kd-u`, `vid-u`, `kd+vid-u` (not in the default list): the same, after a
   first phase of `steps` batches of the pool's images without their labels
   (the distillation terms only), what a user who has the teacher's images
@@ -43,14 +47,15 @@ import keras
 import numpy as np
 from keras.layers import BatchNormalization
 
-from keras_vid import EpochSchedule, VIDDistiller, WeightSchedule
+from keras_vid import AttentionTransferHead, EpochSchedule, VIDDistiller, WeightSchedule
 from keras_vid.compat import sublayers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "..", "shared", "data")
-METHODS = ("student", "kd", "fitnet", "vid", "kd+vid")
+METHODS = ("student", "kd", "fitnet", "at", "vid", "kd+vid")
 UNLABELLED_METHODS = ("kd-u", "vid-u", "kd+vid-u")
 TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
+AT_WEIGHTS = (100.0, 1000.0, 10000.0)
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
@@ -489,13 +494,30 @@ def vid_settings(overrides=None):
     return settings
 
 
-def build(method, teacher, student, temperature, settings):
+def at_pairs(teacher, student, settings):
+    """The pairs of `settings` (resolved) whose both features are maps
+    `(batch, h, w, c)`: what attention transfer can pair; `[]` if none."""
+    from keras_vid.pair_suggestion import resolve_pairs
+
+    def rank(model, name):
+        return len(model.get_layer(name).output.shape)
+
+    pairs = resolve_pairs(teacher, student, settings["pairs"])
+    return [(s, t) for s, t in pairs if rank(student, s) == rank(teacher, t) == 4]
+
+
+def build(method, teacher, student, temperature, settings, at_weight=None):
     """The model to fit and its `compile` keywords."""
     if method == "student":
         return student, {}
     kd = {"kd_weight": 1.0, "temperature": temperature}
     if method == "kd":
         return VIDDistiller(teacher, student, pairs=[]), kd
+    if method == "at":
+        pairs = at_pairs(teacher, student, settings)
+        heads = [AttentionTransferHead(name=f"at_head_{i}") for i in range(len(pairs))]
+        model = VIDDistiller(teacher, student, pairs=pairs, heads=heads)
+        return model, {"vid_weight": at_weight, "task_weight": 1.0}
     changed = {
         k: v for k, v in settings["head_options"].items() if v != vid_settings()["head_options"][k]
     }
@@ -526,7 +548,9 @@ def _unlabelled_phase(task, data, model, kwargs, rng, steps):
         model.fit(x, batch_size=task.batch_size, epochs=1, verbose=0)
 
 
-def train_run(task, data, teacher, method, seed, temperature, settings, split, steps):
+def train_run(
+    task, data, teacher, method, seed, temperature, settings, split, steps, at_weight=None
+):
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     index = _stratified(data.y_pool, task.labelled_per_class, rng)
@@ -534,7 +558,7 @@ def train_run(task, data, teacher, method, seed, temperature, settings, split, s
     keras.utils.set_random_seed(1000 + seed)
     student = task.student(data)
     base_method = method.removesuffix("-u")
-    model, kwargs = build(base_method, teacher, student, temperature, settings)
+    model, kwargs = build(base_method, teacher, student, temperature, settings, at_weight)
     start = time.time()
     unlabelled_steps = steps if method.endswith("-u") else 0
     if unlabelled_steps:
@@ -585,9 +609,9 @@ def summarise(results):
     student and over KD, and the worst seed of `vid` against `student`; a
     second table for the unlabelled-image methods where any ran."""
     lines = [
-        "| task | teacher | student | kd | fitnet | vid | kd+vid | vid − student (worst seed) "
-        "| kd+vid − kd |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | teacher | student | kd | fitnet | at | vid | kd+vid "
+        "| vid − student (worst seed) | kd+vid − kd |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     unlabelled = []
     for task in results["tasks"]:
@@ -796,18 +820,36 @@ def main(argv=None):
             entry["kd_temperature"] = float(max(scores, key=scores.get))
             entry["kd_temperature_validation"] = scores
             save()
+        task_methods = methods
+        if "at" in methods and not at_pairs(teacher, task.student(data), settings):
+            log(f"{name}: at skipped (no pair of feature maps to take attention maps of)")
+            task_methods = [m for m in methods if m != "at"]
+        if "at" in task_methods and "at_weight" not in entry:  # β chosen like KD's T
+            scores = {}
+            for beta in AT_WEIGHTS[:1] if args.quick else AT_WEIGHTS:
+                run = train_run(
+                    task, data, teacher, "at", 0, None, settings, "validation", steps, beta
+                )
+                scores[str(beta)] = run["accuracy"]
+                log(f"{name}: at β={beta:g} validation {run['accuracy']:.2f}")
+            entry["at_weight"] = float(max(scores, key=scores.get))
+            entry["at_weight_validation"] = scores
+            save()
         for seed in seeds:
-            for method in methods:
+            for method in task_methods:
                 if any(r["method"] == method and r["seed"] == seed for r in entry["runs"]):
                     continue
                 run = train_run(
                     task, data, teacher, method, seed, entry["kd_temperature"], settings,
-                    args.split, steps,
+                    args.split, steps, entry.get("at_weight"),
                 )  # fmt: skip
                 key = "test_accuracy" if args.split == "test" else "validation_accuracy"
                 record = {"method": method, "seed": seed, key: run.pop("accuracy")}
                 if method.removesuffix("-u") in ("vid", "kd+vid", "fitnet"):
                     record["vid_settings"] = settings
+                if method == "at":
+                    pairs = at_pairs(teacher, task.student(data), settings)
+                    record["at_settings"] = {"pairs": pairs, "at_weight": entry["at_weight"]}
                 entry["runs"].append({**record, **run})
                 save()
                 log(

@@ -33,9 +33,17 @@ def test_quick_suite_writes_every_method_with_one_set_of_vid_settings(tmp_path):
         results = json.load(f)
     assert [t["name"] for t in results["tasks"]] == ["digits-10", "fmnist-cnn-to-mlp-100"]
     settings = []
+    digits, mlp = results["tasks"]
+    # Attention transfer needs feature maps on both sides: the MLP student has none.
+    assert sorted(r["method"] for r in digits["runs"]) == sorted(suite.METHODS)
+    assert sorted(r["method"] for r in mlp["runs"]) == sorted(set(suite.METHODS) - {"at"})
+    assert "at_weight" not in mlp
+    at = next(r for r in digits["runs"] if r["method"] == "at")
+    assert digits["at_weight"] == at["at_settings"]["at_weight"] == suite.AT_WEIGHTS[0]
+    assert list(digits["at_weight_validation"]) == [str(suite.AT_WEIGHTS[0])]
+    assert at["at_settings"]["pairs"] and "vid_settings" not in at
     for task in results["tasks"]:
         assert {"name", "dataset", "labelled_per_class", "teacher_test_accuracy"} <= set(task)
-        assert sorted(r["method"] for r in task["runs"]) == sorted(suite.METHODS)
         for run in task["runs"]:
             assert 0.0 <= run["test_accuracy"] <= 100.0 and run["seed"] == 0
             if run["method"] in ("vid", "kd+vid"):
@@ -46,7 +54,7 @@ def test_quick_suite_writes_every_method_with_one_set_of_vid_settings(tmp_path):
     suite.main(argv + ["--output", out, "--cache-dir", cache])
     with open(os.path.join(out, "results.json")) as f:
         again = json.load(f)
-    assert [len(t["runs"]) for t in again["tasks"]] == [5, 5]
+    assert [len(t["runs"]) for t in again["tasks"]] == [6, 5]
 
 
 def test_unlabelled_methods_train_a_first_phase_without_labels(tmp_path):
@@ -162,3 +170,21 @@ def test_batch_norm_recalibration_sets_the_moving_statistics_of_the_final_weight
     assert norm.momentum == 0.999
     np.testing.assert_allclose(np.asarray(norm.moving_mean), x.mean(axis=(0, 1, 2)), atol=0.1)
     np.testing.assert_allclose(np.asarray(norm.moving_variance), x.var(axis=(0, 1, 2)), atol=0.3)
+
+
+def test_attention_transfer_pairs_the_feature_maps_with_the_tasks_beta():
+    suite = _suite()
+    teacher = suite.cnn((8, 16), (8, 8, 1), 10, "teacher")
+    student = suite.cnn((4, 8), (8, 8, 1), 10, "student")
+    settings = suite.vid_settings()
+    pairs = suite.at_pairs(teacher, student, settings)
+    assert pairs and all(
+        len(student.get_layer(s).output.shape) == len(teacher.get_layer(t).output.shape) == 4
+        for s, t in pairs
+    )
+    model, kwargs = suite.build("at", teacher, student, 4.0, settings, at_weight=250.0)
+    assert kwargs == {"vid_weight": 250.0, "task_weight": 1.0}  # no KD term
+    assert [type(h).__name__ for h in model.heads] == ["AttentionTransferHead"] * len(pairs)
+    assert model.pairs == pairs
+    mlp = suite.mlp((16,), (8, 8, 1), 10, "mlp")
+    assert suite.at_pairs(teacher, mlp, settings) == []
