@@ -7,7 +7,9 @@
   by the training split's statistics), rebuilt with that normalisation as its
   first layer, so it maps raw RGB (float32 in [0, 255]) to logits;
 - `cifar10-airbench-64-256-256`: `results/teachers/airbench.keras`, from
-  `python -m keras_vid.experiments.fast_teacher` (already raw RGB).
+  `python -m keras_vid.experiments.fast_teacher` (already raw RGB), and
+  `cifar10-airbench-64-256-256-ls0`, the same recipe without label smoothing
+  (`results/teachers/airbench-ls0.keras`), once it has trained to the end.
 
 Each entry's `test_accuracy` is measured here, by loading the file and
 predicting all 10 000 test images (single view).
@@ -25,6 +27,9 @@ from keras_vid.experiments.data import channel_stats
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 DATA = os.path.join(ROOT, "..", "shared", "data")
+# fast_teacher's outputs: airbench's recipe as published (label smoothing 0.2)
+# and the same without label smoothing, whose logits keep the class similarities.
+AIRBENCH_TEACHERS = ("results/teachers/airbench.keras", "results/teachers/airbench-ls0.keras")
 
 
 def raw_rgb_cnn_teacher(source, target, train_images):
@@ -77,23 +82,28 @@ def main():
             "(see results/cifar10/README.md), then python results/teachers/make_manifest.py",
         }
     )
-    airbench_path = "results/teachers/airbench.keras"
-    if os.path.exists(os.path.join(ROOT, airbench_path + ".json")):
+    for airbench_path in AIRBENCH_TEACHERS:
+        if not os.path.exists(os.path.join(ROOT, airbench_path + ".json")):
+            continue  # not trained (to the end) yet
         with open(os.path.join(ROOT, airbench_path + ".json")) as f:
             record = json.load(f)
-        widths = "-".join(str(w) for w in record["recipe"]["widths"])
+        recipe = record["recipe"]
+        widths = "-".join(str(w) for w in recipe["widths"])
+        smoothing = recipe["label_smoothing"]
         entries.append(
             {
-                "name": f"cifar10-airbench-{widths}",
+                "name": f"cifar10-airbench-{widths}" + ("-ls0" if smoothing == 0 else ""),
                 "path": airbench_path,
                 "dataset": "cifar10",
                 "test_accuracy": accuracy(os.path.join(ROOT, airbench_path), test_x, test_y),
                 "test_accuracy_tta": record["test_accuracy_tta"],
+                "label_smoothing": smoothing,
                 "train_images": record["train_images"],
                 "epochs": record["epochs"],
                 "wall_time_s": record["wall_time_s"],
                 "command": "python -m keras_vid.experiments.fast_teacher --output "
-                f"{airbench_path} --epochs {record['epochs']}",
+                f"{airbench_path} --epochs {record['epochs']}"
+                + (f" --label-smoothing {smoothing:g}" if smoothing != 0.2 else ""),
             }
         )
     with open(os.path.join(ROOT, "results", "teachers.json"), "w") as f:
