@@ -19,9 +19,10 @@ validation split carved from the training data, which no student trains on):
 - `kd+vid`: both, KD with the task's `kd` temperature;
 - `fitnet`: the same pairs with a fixed unit variance (MSE), default weight;
 - `at`: attention transfer (Zagoruyko & Komodakis) on the same pairs where
-  they are feature maps, β chosen per task on the validation split (seed 0,
-  β in 100, 1 000, 10 000 around the paper's 1 000), like KD's temperature;
-  skipped on tasks without feature-map pairs (tokens, an MLP student);
+  they are feature maps, β chosen per task on the validation split (seed 0:
+  the paper's 1 000, ÷ 10 and × 10, then on in decades while the better
+  side improves), as a user would tune it; skipped on tasks without
+  feature-map pairs (tokens, an MLP student);
 - `kd-u`, `vid-u`, `kd+vid-u` (not in the default list): the same, after a
   first phase of `steps` batches of the pool's images without their labels
   (the distillation terms only), what a user who has the teacher's images
@@ -55,7 +56,7 @@ DATA = os.path.join(ROOT, "..", "shared", "data")
 METHODS = ("student", "kd", "fitnet", "at", "vid", "kd+vid")
 UNLABELLED_METHODS = ("kd-u", "vid-u", "kd+vid-u")
 TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
-AT_WEIGHTS = (100.0, 1000.0, 10000.0)
+AT_WEIGHT = 1000.0  # the paper's β, where the search on validation starts
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
@@ -494,6 +495,43 @@ def vid_settings(overrides=None):
     return settings
 
 
+def decade_search(score, start, low=1.0, high=1e5):
+    """The best value by `score` (higher is better) of a search in factors of 10:
+    `start`, `start / 10` and `start * 10`, then on in the better direction
+    while the score improves (within [`low`, `high`])."""
+    best = max((start, start / 10, start * 10), key=score)  # ties keep `start`
+    if best == start:
+        return start
+    up = best > start
+    while True:
+        after = best * 10 if up else best / 10
+        if not low <= after <= high or score(after) <= score(best):
+            return best
+        best = after
+
+
+def choose_at_weight(task, data, teacher, settings, steps, entry, quick, save, log):
+    """AT's β for `task`, by `decade_search` on the validation split (seed 0),
+    as a user would tune it. Each score is kept in
+    `entry["at_weight_validation"]` (and saved) as it comes, so an
+    interrupted search resumes; a quick run scores the paper's β once."""
+    scores = entry.setdefault("at_weight_validation", {})
+
+    def validate(beta):
+        if str(beta) not in scores:
+            split = "validation"
+            run = train_run(task, data, teacher, "at", 0, None, settings, split, steps, beta)
+            scores[str(beta)] = run["accuracy"]
+            save()
+            log(f"{task.name}: at β={beta:g} validation {run['accuracy']:.2f}")
+        return scores[str(beta)]
+
+    if quick:
+        validate(AT_WEIGHT)
+        return AT_WEIGHT
+    return decade_search(validate, AT_WEIGHT)
+
+
 def at_pairs(teacher, student, settings):
     """The pairs of `settings` (resolved) whose both features are maps
     `(batch, h, w, c)`: what attention transfer can pair; `[]` if none."""
@@ -824,16 +862,10 @@ def main(argv=None):
         if "at" in methods and not at_pairs(teacher, task.student(data), settings):
             log(f"{name}: at skipped (no pair of feature maps to take attention maps of)")
             task_methods = [m for m in methods if m != "at"]
-        if "at" in task_methods and "at_weight" not in entry:  # β chosen like KD's T
-            scores = {}
-            for beta in AT_WEIGHTS[:1] if args.quick else AT_WEIGHTS:
-                run = train_run(
-                    task, data, teacher, "at", 0, None, settings, "validation", steps, beta
-                )
-                scores[str(beta)] = run["accuracy"]
-                log(f"{name}: at β={beta:g} validation {run['accuracy']:.2f}")
-            entry["at_weight"] = float(max(scores, key=scores.get))
-            entry["at_weight_validation"] = scores
+        if "at" in task_methods and "at_weight" not in entry:  # β chosen on validation
+            entry["at_weight"] = choose_at_weight(
+                task, data, teacher, settings, steps, entry, args.quick, save, log
+            )
             save()
         for seed in seeds:
             for method in task_methods:

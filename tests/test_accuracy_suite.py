@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,8 +40,8 @@ def test_quick_suite_writes_every_method_with_one_set_of_vid_settings(tmp_path):
     assert sorted(r["method"] for r in mlp["runs"]) == sorted(set(suite.METHODS) - {"at"})
     assert "at_weight" not in mlp
     at = next(r for r in digits["runs"] if r["method"] == "at")
-    assert digits["at_weight"] == at["at_settings"]["at_weight"] == suite.AT_WEIGHTS[0]
-    assert list(digits["at_weight_validation"]) == [str(suite.AT_WEIGHTS[0])]
+    assert digits["at_weight"] == at["at_settings"]["at_weight"] == suite.AT_WEIGHT
+    assert list(digits["at_weight_validation"]) == [str(suite.AT_WEIGHT)]
     assert at["at_settings"]["pairs"] and "vid_settings" not in at
     for task in results["tasks"]:
         assert {"name", "dataset", "labelled_per_class", "teacher_test_accuracy"} <= set(task)
@@ -188,3 +189,23 @@ def test_attention_transfer_pairs_the_feature_maps_with_the_tasks_beta():
     assert model.pairs == pairs
     mlp = suite.mlp((16,), (8, 8, 1), 10, "mlp")
     assert suite.at_pairs(teacher, mlp, settings) == []
+
+
+@pytest.mark.parametrize(
+    "peak, expected, calls",
+    [
+        (1000.0, 1000.0, [1000.0, 100.0, 10000.0]),  # the start is best: 3 runs
+        (10.0, 10.0, [1000.0, 100.0, 10000.0, 10.0, 1.0]),  # down while it improves
+        (1e9, 1e5, [1000.0, 100.0, 10000.0, 1e5]),  # never past the bound
+    ],
+)
+def test_the_beta_search_moves_in_decades_while_validation_improves(peak, expected, calls):
+    suite = _suite()
+    seen = []
+
+    def score(beta):  # peaked at `peak` on a log scale, like accuracy against β
+        seen.append(beta)
+        return -abs(np.log10(beta) - np.log10(peak))
+
+    assert suite.decade_search(score, 1000.0) == expected
+    assert list(dict.fromkeys(seen)) == calls
