@@ -139,6 +139,15 @@ def load_cifar10():
     return _split(x.astype("float32"), y, xt.astype("float32"), yt, val_per_class=500)
 
 
+def load(task, quick=False):
+    """`task`'s data; a quick (smoke) run evaluates on 200 images per split."""
+    data = task.load()
+    if quick:
+        data.x_test, data.y_test = _take(data.x_test, np.arange(200)), data.y_test[:200]
+        data.x_val, data.y_val = _take(data.x_val, np.arange(200)), data.y_val[:200]
+    return data
+
+
 def _take(x, index):
     """Rows `index` of an array or of a dict of arrays (token inputs)."""
     if isinstance(x, dict):
@@ -566,9 +575,14 @@ def build(method, teacher, student, temperature, settings, at_weight=None):
     return model, {**weights, **(kd if method == "kd+vid" else {})}
 
 
-def accuracy(model, x, y):
+def correct(model, x, y):
+    """Whether `model` classifies each example of `x` right (a bool array)."""
     logits = model.predict(x, batch_size=500, verbose=0)
-    return float(100.0 * np.mean(np.argmax(logits, axis=-1) == y))
+    return np.argmax(logits, axis=-1) == y
+
+
+def accuracy(model, x, y):
+    return float(100.0 * np.mean(correct(model, x, y)))
 
 
 def _unlabelled_phase(task, data, model, kwargs, rng, steps):
@@ -626,8 +640,10 @@ def train_run(
     x_eval, y_eval = (
         (data.x_val, data.y_val) if split == "validation" else (data.x_test, data.y_test)
     )
+    right = correct(student, x_eval, y_eval)
     return {
-        "accuracy": accuracy(student, x_eval, y_eval),
+        "accuracy": float(100.0 * np.mean(right)),
+        "correct": right,  # per example, for paired comparisons (not recorded)
         "steps": epochs * steps_per_epoch,
         "unlabelled_steps": unlabelled_steps,
         "final_loss": float(losses[-1]),
@@ -833,10 +849,7 @@ def main(argv=None):
     for name in args.tasks.split(","):
         task = TASKS[name]
         entry = next((t for t in results["tasks"] if t["name"] == name), None)
-        data = task.load()
-        if args.quick:
-            data.x_test, data.y_test = _take(data.x_test, np.arange(200)), data.y_test[:200]
-            data.x_val, data.y_val = _take(data.x_val, np.arange(200)), data.y_val[:200]
+        data = load(task, args.quick)
         teacher = task.teacher(data, args.cache_dir, args.quick)
         steps = 4 if args.quick else task.steps
         if entry is None:
@@ -876,6 +889,7 @@ def main(argv=None):
                     args.split, steps, entry.get("at_weight"),
                 )  # fmt: skip
                 key = "test_accuracy" if args.split == "test" else "validation_accuracy"
+                run.pop("correct")
                 record = {"method": method, "seed": seed, key: run.pop("accuracy")}
                 if method.removesuffix("-u") in ("vid", "kd+vid", "fitnet"):
                     record["vid_settings"] = settings

@@ -209,3 +209,38 @@ def test_the_beta_search_moves_in_decades_while_validation_improves(peak, expect
 
     assert suite.decade_search(score, 1000.0) == expected
     assert list(dict.fromkeys(seen)) == calls
+
+
+def _paired():
+    spec = importlib.util.spec_from_file_location(
+        "paired", os.path.join(ROOT, "benchmarks", "paired.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mcnemar_is_the_exact_two_sided_binomial_test_of_the_discordant_images():
+    paired = _paired()
+    a = np.array([1, 1, 1, 0, 0, 1, 0, 1], bool)
+    b = np.array([1, 0, 0, 1, 0, 1, 0, 0], bool)
+    # 3 images only a gets right, 1 only b: 2 · P(X ≤ 1), X ~ Binomial(4, ½) = 2 · 5/16.
+    assert paired.mcnemar(a, b) == (3, 1, 0.625)
+    assert paired.mcnemar(a, a) == (0, 0, 1.0)
+    assert paired.mcnemar(np.ones(10, bool), np.zeros(10, bool))[2] == 2.0 / 2**10
+
+
+def test_a_paired_rerun_reproduces_the_accuracies_the_suite_recorded(tmp_path):
+    suite, paired = _suite(), _paired()
+    out, cache = str(tmp_path / "out"), str(tmp_path / "teachers")
+    argv = ["--quick", "--tasks", "digits-10", "--seeds", "0", "--methods", "student,vid"]
+    suite.main(argv + ["--output", out, "--cache-dir", cache])
+    with open(os.path.join(out, "results.json")) as f:
+        recorded = {r["method"]: r["test_accuracy"] for r in json.load(f)["tasks"][0]["runs"]}
+    (row,) = paired.main(
+        ["--task", "digits-10", "--seeds", "0", "--quick", "--results", out, "--cache-dir", cache]
+    )
+    runs = row["runs"]
+    assert {m: runs[m]["accuracy"] for m in runs} == recorded  # the same students, retrained
+    only_student, only_vid, p = paired.mcnemar(runs["student"]["correct"], runs["vid"]["correct"])
+    assert row["only"] == (only_student, only_vid) and row["p"] == p
