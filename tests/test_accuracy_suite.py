@@ -14,13 +14,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "..", "shared", "data", "fashion_mnist_train.npz")
 
 
-def _suite():
+def _benchmark(name):
+    """`benchmarks/<name>.py` as a module (benchmarks/ is not a package)."""
     spec = importlib.util.spec_from_file_location(
-        "accuracy_suite", os.path.join(ROOT, "benchmarks", "accuracy.py")
+        name, os.path.join(ROOT, "benchmarks", f"{name}.py")
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _suite():
+    return _benchmark("accuracy")
 
 
 def test_quick_suite_writes_every_method_with_one_set_of_vid_settings(tmp_path):
@@ -212,12 +217,7 @@ def test_the_beta_search_moves_in_decades_while_validation_improves(peak, expect
 
 
 def _paired():
-    spec = importlib.util.spec_from_file_location(
-        "paired", os.path.join(ROOT, "benchmarks", "paired.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _benchmark("paired")
 
 
 def test_mcnemar_is_the_exact_two_sided_binomial_test_of_the_discordant_images():
