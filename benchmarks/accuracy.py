@@ -872,7 +872,8 @@ def main(argv=None):
             entry["kd_temperature_validation"] = scores
             save()
         task_methods = methods
-        if "at" in methods and not at_pairs(teacher, task.student(data), settings):
+        task_at_pairs = at_pairs(teacher, task.student(data), settings) if "at" in methods else []
+        if "at" in methods and not task_at_pairs:
             log(f"{name}: at skipped (no pair of feature maps to take attention maps of)")
             task_methods = [m for m in methods if m != "at"]
         if "at" in task_methods and "at_weight" not in entry:  # β chosen on validation
@@ -894,8 +895,10 @@ def main(argv=None):
                 if method.removesuffix("-u") in ("vid", "kd+vid", "fitnet"):
                     record["vid_settings"] = settings
                 if method == "at":
-                    pairs = at_pairs(teacher, task.student(data), settings)
-                    record["at_settings"] = {"pairs": pairs, "at_weight": entry["at_weight"]}
+                    record["at_settings"] = {
+                        "pairs": task_at_pairs,
+                        "at_weight": entry["at_weight"],
+                    }
                 entry["runs"].append({**record, **run})
                 save()
                 log(
