@@ -71,7 +71,7 @@ def main(argv=None):
                 teacher,
                 m,
                 seed,
-                entry["kd_temperature"],
+                entry.get("kd_temperature"),
                 settings,
                 args.split,
                 steps,
