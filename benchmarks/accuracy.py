@@ -871,13 +871,15 @@ def main(argv=None):
             results["tasks"].append(entry)
         uses_kd = any(m.startswith("kd") for m in methods)
         if uses_kd and "kd_temperature" not in entry:  # chosen on validation, seed 0
-            scores = {}
-            for t in TEMPERATURES[:1] if args.quick else TEMPERATURES:
+            scores = entry.setdefault("kd_temperature_validation", {})  # kept as they come,
+            for t in TEMPERATURES[:1] if args.quick else TEMPERATURES:  # so a search resumes
+                if str(t) in scores:
+                    continue
                 run = train_run(task, data, teacher, "kd", 0, t, settings, "validation", steps)
                 scores[str(t)] = run["accuracy"]
+                save()
                 log(f"{name}: kd T={t:g} validation {run['accuracy']:.2f}")
             entry["kd_temperature"] = float(max(scores, key=scores.get))
-            entry["kd_temperature_validation"] = scores
             save()
         task_methods = methods
         task_at_pairs = at_pairs(teacher, task.student(data), settings) if "at" in methods else []

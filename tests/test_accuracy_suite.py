@@ -79,6 +79,33 @@ def test_unlabelled_methods_train_a_first_phase_without_labels(tmp_path):
         suite.main(["--quick", "--methods", "kd,vidd", "--output", out, "--cache-dir", cache])
 
 
+def test_the_kd_temperature_search_resumes_from_the_scores_it_kept(tmp_path, monkeypatch):
+    """A search stopped after some temperatures re-runs only the others."""
+    suite = _suite()
+    out, cache = tmp_path / "out", str(tmp_path / "teachers")
+    out.mkdir()
+    entry = {"name": "digits-10", "dataset": "digits", "labelled_per_class": 10,
+             "teacher_test_accuracy": 90.0, "runs": [],
+             "kd_temperature_validation": {"4.0": 70.0}}  # fmt: skip
+    (out / "results.json").write_text(json.dumps({"tasks": [entry]}))
+    calls = []
+
+    def train_run(task, data, teacher, method, seed, temperature, settings, split, steps, *a):
+        calls.append((method, temperature, split))
+        accuracy = {2.0: 80.0, 8.0: 60.0}.get(temperature, 75.0)
+        return {"accuracy": accuracy, "correct": np.ones(3, bool), "train_time_s": 0.0}
+
+    monkeypatch.setattr(suite, "train_run", train_run)
+    monkeypatch.setattr(suite, "TEMPERATURES", (2.0, 4.0, 8.0))
+    argv = ["--tasks", "digits-10", "--seeds", "0", "--methods", "kd", "--output", str(out)]
+    monkeypatch.setattr(suite.TASKS["digits-10"], "teacher", lambda d, c, q: None)
+    suite.main(argv + ["--cache-dir", cache])
+    assert calls == [("kd", 2.0, "validation"), ("kd", 8.0, "validation"), ("kd", 2.0, "test")]
+    (task,) = json.loads((out / "results.json").read_text())["tasks"]
+    assert task["kd_temperature"] == 2.0
+    assert task["kd_temperature_validation"] == {"4.0": 70.0, "2.0": 80.0, "8.0": 60.0}
+
+
 def test_a_save_keeps_the_tasks_another_process_wrote_meanwhile(tmp_path):
     """Two suite processes on different tasks may share one results.json."""
     suite = _suite()
