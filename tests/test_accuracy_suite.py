@@ -115,13 +115,14 @@ def test_a_save_keeps_the_tasks_another_process_wrote_meanwhile(tmp_path):
     train_run = suite.train_run
 
     def run_while_another_process_saves(*args, **kwargs):
+        results = {"tasks": []}  # the other process may also be the first to save
         if os.path.exists(path):
             with open(path) as f:
                 results = json.load(f)
-            if all(t["name"] != "other-task" for t in results["tasks"]):
-                results["tasks"].append(other)
-                with open(path, "w") as f:
-                    json.dump(results, f)
+        if all(t["name"] != "other-task" for t in results["tasks"]):
+            results["tasks"].append(other)
+            with open(path, "w") as f:
+                json.dump(results, f)
         return train_run(*args, **kwargs)
 
     suite.train_run = run_while_another_process_saves
