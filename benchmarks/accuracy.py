@@ -55,7 +55,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "..", "shared", "data")
 METHODS = ("student", "kd", "fitnet", "at", "vid", "kd+vid")
 UNLABELLED_METHODS = ("kd-u", "vid-u", "kd+vid-u")
-TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
+TEMPERATURES = (1.0, 2.0, 4.0, 8.0)  # KD's grid; doubled on while its top edge wins
+MAX_TEMPERATURE = 64.0
 AT_WEIGHT = 1000.0  # the paper's β, where the search on validation starts
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -521,6 +522,55 @@ def decade_search(score, start, low=1.0, high=1e5):
         best = after
 
 
+def choose_temperature(score, grid=TEMPERATURES, high=MAX_TEMPERATURE):
+    """KD's temperature by `score` (higher is better): the best of `grid`
+    (ties keep the lower), then doubled on while the grid's top edge wins
+    and doubling improves it (up to `high`), so the search never stops at
+    an edge that is still improving."""
+    best = max(grid, key=score)
+    if best != max(grid):
+        return best
+    while best * 2 <= high and score(best * 2) > score(best):
+        best *= 2
+    return best
+
+
+def choose_kd_temperature(task, data, teacher, settings, steps, entry, quick, save, log):
+    """KD's temperature for `task`, by `choose_temperature` on the validation
+    split (seed 0), as a user would tune it. Each score is kept in
+    `entry["kd_temperature_validation"]` (and saved) as it comes, so an
+    interrupted search resumes; a quick run scores the lowest temperature."""
+    scores = entry.setdefault("kd_temperature_validation", {})
+
+    def validate(t):
+        if str(t) not in scores:
+            run = train_run(task, data, teacher, "kd", 0, t, settings, "validation", steps)
+            scores[str(t)] = run["accuracy"]
+            save()
+            log(f"{task.name}: kd T={t:g} validation {run['accuracy']:.2f}")
+        return scores[str(t)]
+
+    if quick:
+        return choose_temperature(validate, TEMPERATURES[:1], high=TEMPERATURES[0])
+    return choose_temperature(validate, TEMPERATURES)
+
+
+def supersede_kd_runs(entry, temperature, log):
+    """Set `entry`'s KD temperature; if it changed (a search extended past
+    its old edge), the runs that used the old one move to
+    `superseded_runs`, kept for the record, and are run again."""
+    old = entry.get("kd_temperature")
+    entry["kd_temperature"] = float(temperature)
+    if old is None or float(old) == float(temperature):
+        return
+    stale = [r for r in entry["runs"] if r["method"].startswith("kd")]
+    for run in stale:
+        run.setdefault("kd_temperature", old)
+    entry.setdefault("superseded_runs", []).extend(stale)
+    entry["runs"] = [r for r in entry["runs"] if not r["method"].startswith("kd")]
+    log(f"{entry['name']}: kd T {old:g} -> {temperature:g}, {len(stale)} KD runs superseded")
+
+
 def choose_at_weight(task, data, teacher, settings, steps, entry, quick, save, log):
     """AT's β for `task`, by `decade_search` on the validation split (seed 0),
     as a user would tune it. Each score is kept in
@@ -865,16 +915,11 @@ def main(argv=None):
             }
             results["tasks"].append(entry)
         uses_kd = any(m.startswith("kd") for m in methods)
-        if uses_kd and "kd_temperature" not in entry:  # chosen on validation, seed 0
-            scores = entry.setdefault("kd_temperature_validation", {})  # kept as they come,
-            for t in TEMPERATURES[:1] if args.quick else TEMPERATURES:  # so a search resumes
-                if str(t) in scores:
-                    continue
-                run = train_run(task, data, teacher, "kd", 0, t, settings, "validation", steps)
-                scores[str(t)] = run["accuracy"]
-                save()
-                log(f"{name}: kd T={t:g} validation {run['accuracy']:.2f}")
-            entry["kd_temperature"] = float(max(scores, key=scores.get))
+        if uses_kd:
+            temperature = choose_kd_temperature(
+                task, data, teacher, settings, steps, entry, args.quick, save, log
+            )
+            supersede_kd_runs(entry, temperature, log)
             save()
         task_methods = methods
         task_at_pairs = at_pairs(teacher, task.student(data), settings) if "at" in methods else []
@@ -899,6 +944,8 @@ def main(argv=None):
                 record = {"method": method, "seed": seed, key: run.pop("accuracy")}
                 if method.removesuffix("-u") in ("vid", "kd+vid", "fitnet"):
                     record["vid_settings"] = settings
+                if method.startswith("kd"):
+                    record["kd_temperature"] = entry["kd_temperature"]
                 if method == "at":
                     record["at_settings"] = {
                         "pairs": task_at_pairs,

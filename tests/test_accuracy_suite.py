@@ -106,6 +106,70 @@ def test_the_kd_temperature_search_resumes_from_the_scores_it_kept(tmp_path, mon
     assert task["kd_temperature_validation"] == {"4.0": 70.0, "2.0": 80.0, "8.0": 60.0}
 
 
+def test_the_kd_temperature_search_doubles_past_an_edge_while_it_improves():
+    suite = _suite()
+    scores = {1.0: 50.0, 2.0: 51.0, 4.0: 52.0, 8.0: 53.0, 16.0: 54.0, 32.0: 54.0, 64.0: 99.0}
+    asked = []
+
+    def score(t):
+        asked.append(t)
+        return scores[t]
+
+    assert suite.choose_temperature(score) == 16.0  # 32 only ties: the lower is kept
+    assert max(asked) == 32.0
+    assert suite.choose_temperature(lambda t: -abs(t - 2.0)) == 2.0  # an inner best: no doubling
+    assert suite.choose_temperature(score, high=8.0) == 8.0
+
+
+def test_a_new_kd_temperature_supersedes_the_kd_runs_of_the_old_one(tmp_path, monkeypatch):
+    """A task whose recorded temperature was the grid's edge gets the doubled
+    temperature scored; when it wins, the KD runs move to `superseded_runs`
+    and are run again with it, and the other methods' runs stay."""
+    suite = _suite()
+    out, cache = tmp_path / "out", str(tmp_path / "teachers")
+    out.mkdir()
+    old_runs = [{"method": "kd", "seed": 0, "test_accuracy": 60.0},
+                {"method": "kd+vid", "seed": 0, "test_accuracy": 61.0},
+                {"method": "student", "seed": 0, "test_accuracy": 50.0}]  # fmt: skip
+    entry = {"name": "digits-10", "dataset": "digits", "labelled_per_class": 10,
+             "teacher_test_accuracy": 90.0, "runs": old_runs, "kd_temperature": 8.0,
+             "kd_temperature_validation": {str(t): t for t in (1.0, 2.0, 4.0, 8.0)}}  # fmt: skip
+    (out / "results.json").write_text(json.dumps({"tasks": [entry]}))
+    calls = []
+
+    def train_run(task, data, teacher, method, seed, temperature, settings, split, steps, *a):
+        calls.append((method, temperature, split))
+        accuracy = {16.0: 16.0, 32.0: 10.0}[temperature] if split == "validation" else 70.0
+        return {"accuracy": accuracy, "correct": np.ones(3, bool), "train_time_s": 0.0}
+
+    monkeypatch.setattr(suite, "train_run", train_run)
+    monkeypatch.setattr(suite.TASKS["digits-10"], "teacher", lambda d, c, q: None)
+    argv = [
+        "--tasks",
+        "digits-10",
+        "--seeds",
+        "0",
+        "--methods",
+        "student,kd",
+        "--output",
+        str(out),
+    ]
+    suite.main(argv + ["--cache-dir", cache])
+    assert calls == [("kd", 16.0, "validation"), ("kd", 32.0, "validation"), ("kd", 16.0, "test")]
+    (task,) = json.loads((out / "results.json").read_text())["tasks"]
+    assert task["kd_temperature"] == 16.0
+    assert [(r["method"], r["kd_temperature"]) for r in task["superseded_runs"]] == [
+        ("kd", 8.0),
+        ("kd+vid", 8.0),
+    ]
+    runs = {r["method"]: r for r in task["runs"]}
+    assert runs["student"]["test_accuracy"] == 50.0  # not a KD run: kept, not re-run
+    assert runs["kd"]["kd_temperature"] == 16.0 and runs["kd"]["test_accuracy"] == 70.0
+    calls.clear()
+    suite.main(argv + ["--cache-dir", cache])  # resumed: nothing left to run
+    assert calls == []
+
+
 def test_a_save_keeps_the_tasks_another_process_wrote_meanwhile(tmp_path):
     """Two suite processes on different tasks may share one results.json."""
     suite = _suite()
