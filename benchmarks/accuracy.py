@@ -55,6 +55,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "..", "shared", "data")
 METHODS = ("student", "kd", "fitnet", "at", "vid", "kd+vid")
 UNLABELLED_METHODS = ("kd-u", "vid-u", "kd+vid-u")
+# KD with another feature method (its default or the task's β, KD's temperature):
+# whether features add to KD on a task at all, whichever method transfers them.
+COMBINED_METHODS = ("kd+fitnet", "kd+at")
 TEMPERATURES = (1.0, 2.0, 4.0, 8.0)  # KD's grid; doubled on while its top edge wins
 MAX_TEMPERATURE = 64.0
 AT_WEIGHT = 1000.0  # the paper's β, where the search on validation starts
@@ -612,19 +615,20 @@ def build(method, teacher, student, temperature, settings, at_weight=None):
     kd = {"kd_weight": 1.0, "temperature": temperature}
     if method == "kd":
         return VIDDistiller(teacher, student, pairs=[]), kd
-    if method == "at":
+    if method in ("at", "kd+at"):
         pairs = at_pairs(teacher, student, settings)
         heads = [AttentionTransferHead(name=f"at_head_{i}") for i in range(len(pairs))]
         model = VIDDistiller(teacher, student, pairs=pairs, heads=heads)
-        return model, {"vid_weight": at_weight, "task_weight": 1.0}
+        at = {"vid_weight": at_weight, "task_weight": 1.0}
+        return model, {**at, **(kd if method == "kd+at" else {})}
     changed = {
         k: v for k, v in settings["head_options"].items() if v != vid_settings()["head_options"][k]
     }
     weights = {"vid_weight": settings["vid_weight"], "task_weight": settings["task_weight"]}
-    if method == "fitnet":
+    if method in ("fitnet", "kd+fitnet"):
         changed.update(learn_variance=False, init_variance=1.0, min_variance=0.0)
     model = VIDDistiller(teacher, student, pairs=settings["pairs"], head_options=changed or None)
-    return model, {**weights, **(kd if method == "kd+vid" else {})}
+    return model, {**weights, **(kd if method in ("kd+vid", "kd+fitnet") else {})}
 
 
 def correct(model, x, y):
@@ -713,13 +717,14 @@ def _score(run):
 def summarise(results):
     """Markdown: per task the mean ± sample std per method, gains over the
     student and over KD, and the worst seed of `vid` against `student`; a
-    second table for the unlabelled-image methods where any ran."""
+    table for KD with each feature method and one for the unlabelled-image
+    methods where any ran."""
     lines = [
         "| task | teacher | student | kd | fitnet | at | vid | kd+vid "
         "| vid − student (worst seed) | kd+vid − kd |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    unlabelled = []
+    unlabelled, combined = [], []
     for task in results["tasks"]:
         by = _by_method(task)
         lines.append(
@@ -733,6 +738,24 @@ def summarise(results):
                 + " | ".join(_cell(by, m) for m in UNLABELLED_METHODS)
                 + f" | {_gain(by, 'kd-u', 'kd')} | {_gain(by, 'kd+vid-u', 'kd-u')} |"
             )
+        if any(m in by for m in COMBINED_METHODS):
+            combined.append(
+                f"| {task['name']} | "
+                + " | ".join(_cell(by, m) for m in ("kd",) + COMBINED_METHODS + ("kd+vid",))
+                + " | "
+                + " | ".join(_gain(by, m, "kd") for m in COMBINED_METHODS + ("kd+vid",))
+                + " |"
+            )
+    if combined:
+        lines += [
+            "",
+            "KD with each feature method (KD's temperature, AT's β, FitNet's and VID's defaults):",
+            "",
+            "| task | kd | kd+fitnet | kd+at | kd+vid "
+            "| kd+fitnet − kd | kd+at − kd | kd+vid − kd |",
+            "|---|---|---|---|---|---|---|---|",
+            *combined,
+        ]
     if unlabelled:
         lines += [
             "",
@@ -895,9 +918,10 @@ def main(argv=None):
                 results["tasks"].append({**task, "runs": kept})
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
-    unknown = sorted(set(methods) - set(METHODS + UNLABELLED_METHODS))
+    known = METHODS + UNLABELLED_METHODS + COMBINED_METHODS
+    unknown = sorted(set(methods) - set(known))
     if unknown:
-        p.error(f"unknown methods {unknown}; choose from {METHODS + UNLABELLED_METHODS}")
+        p.error(f"unknown methods {unknown}; choose from {known}")
     for name in args.tasks.split(","):
         task = TASKS[name]
         entry = next((t for t in results["tasks"] if t["name"] == name), None)
@@ -922,11 +946,12 @@ def main(argv=None):
             supersede_kd_runs(entry, temperature, log)
             save()
         task_methods = methods
-        task_at_pairs = at_pairs(teacher, task.student(data), settings) if "at" in methods else []
-        if "at" in methods and not task_at_pairs:
+        uses_at = any(m in ("at", "kd+at") for m in methods)
+        task_at_pairs = at_pairs(teacher, task.student(data), settings) if uses_at else []
+        if uses_at and not task_at_pairs:
             log(f"{name}: at skipped (no pair of feature maps to take attention maps of)")
-            task_methods = [m for m in methods if m != "at"]
-        if "at" in task_methods and "at_weight" not in entry:  # β chosen on validation
+            task_methods = [m for m in methods if m not in ("at", "kd+at")]
+        if uses_at and task_at_pairs and "at_weight" not in entry:  # β chosen on validation
             entry["at_weight"] = choose_at_weight(
                 task, data, teacher, settings, steps, entry, args.quick, save, log
             )
@@ -942,11 +967,11 @@ def main(argv=None):
                 key = "test_accuracy" if args.split == "test" else "validation_accuracy"
                 run.pop("correct")
                 record = {"method": method, "seed": seed, key: run.pop("accuracy")}
-                if method.removesuffix("-u") in ("vid", "kd+vid", "fitnet"):
+                if method.removesuffix("-u") in ("vid", "kd+vid", "fitnet", "kd+fitnet"):
                     record["vid_settings"] = settings
                 if method.startswith("kd"):
                     record["kd_temperature"] = entry["kd_temperature"]
-                if method == "at":
+                if method in ("at", "kd+at"):
                     record["at_settings"] = {
                         "pairs": task_at_pairs,
                         "at_weight": entry["at_weight"],

@@ -47,8 +47,9 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="4 steps per run (smoke run)")
     args = p.parse_args(argv)
     methods = args.methods.split(",")
-    if len(methods) != 2 or not set(methods) <= set(suite.METHODS):
-        p.error(f"--methods takes two of {suite.METHODS}. Received: {args.methods!r}")
+    known = suite.METHODS + suite.COMBINED_METHODS
+    if len(methods) != 2 or not set(methods) <= set(known):
+        p.error(f"--methods takes two of {known}. Received: {args.methods!r}")
     if args.task not in suite.TASKS:
         p.error(f"unknown task {args.task!r}; choose from {','.join(suite.TASKS)}")
     with open(os.path.join(args.results, "results.json")) as f:

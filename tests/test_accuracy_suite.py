@@ -79,6 +79,38 @@ def test_unlabelled_methods_train_a_first_phase_without_labels(tmp_path):
         suite.main(["--quick", "--methods", "kd,vidd", "--output", out, "--cache-dir", cache])
 
 
+def test_kd_with_each_feature_method_adds_the_kd_term_to_that_method(tmp_path):
+    """`kd+fitnet` and `kd+at` are FitNet's and AT's models with KD's weight
+    and temperature added; a task without map pairs skips `kd+at`."""
+    suite = _suite()
+    data = suite.load(suite.TASKS["digits-10"], quick=True)
+    teacher = suite.TASKS["digits-10"].teacher(data, str(tmp_path / "teachers"), True)
+    settings = suite.vid_settings()
+    for method, base in (("kd+fitnet", "fitnet"), ("kd+at", "at")):
+        student = suite.TASKS["digits-10"].student(data)
+        model, kwargs = suite.build(method, teacher, student, 4.0, settings, at_weight=100.0)
+        _, base_kwargs = suite.build(base, teacher, student, 4.0, settings, at_weight=100.0)
+        assert kwargs == {**base_kwargs, "kd_weight": 1.0, "temperature": 4.0}
+        heads = model.heads
+        if method == "kd+at":
+            assert all(isinstance(h, suite.AttentionTransferHead) for h in heads)
+            assert kwargs["vid_weight"] == 100.0
+        else:
+            assert all(not h.learn_variance and h.min_variance == 0.0 for h in heads)
+    out, cache = str(tmp_path / "out"), str(tmp_path / "teachers")
+    argv = ["--quick", "--tasks", "digits-10,fmnist-cnn-to-mlp-100", "--seeds", "0"]
+    suite.main(argv + ["--methods", "kd,kd+fitnet,kd+at", "--output", out, "--cache-dir", cache])
+    with open(os.path.join(out, "results.json")) as f:
+        digits, mlp = json.load(f)["tasks"]
+    runs = {r["method"]: r for r in digits["runs"]}
+    assert sorted(runs) == ["kd", "kd+at", "kd+fitnet"]
+    assert runs["kd+at"]["at_settings"]["at_weight"] == digits["at_weight"]
+    assert "vid_settings" in runs["kd+fitnet"] and "at_settings" not in runs["kd+fitnet"]
+    assert sorted(r["method"] for r in mlp["runs"]) == ["kd", "kd+fitnet"]
+    with open(os.path.join(out, "results.md")) as f:
+        assert "| digits-10 | " in f.read().split("KD with each feature method")[1]
+
+
 def test_the_kd_temperature_search_resumes_from_the_scores_it_kept(tmp_path, monkeypatch):
     """A search stopped after some temperatures re-runs only the others."""
     suite = _suite()
