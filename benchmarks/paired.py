@@ -32,7 +32,8 @@ def mcnemar(a_right, b_right):
     a_right, b_right = np.asarray(a_right, bool), np.asarray(b_right, bool)
     only_a, only_b = int(np.sum(a_right & ~b_right)), int(np.sum(~a_right & b_right))
     n = only_a + only_b
-    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2.0**n
+    # Integers throughout: 2.0**n overflows a float beyond n = 1 023 discordant images.
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2**n
     return only_a, only_b, min(1.0, 2.0 * tail)
 
 

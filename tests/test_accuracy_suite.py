@@ -5,6 +5,7 @@ settings it used, the same on every task), not accuracies."""
 
 import importlib.util
 import json
+import math
 import os
 
 import numpy as np
@@ -352,6 +353,26 @@ def test_mcnemar_is_the_exact_two_sided_binomial_test_of_the_discordant_images()
     assert paired.mcnemar(a, b) == (3, 1, 0.625)
     assert paired.mcnemar(a, a) == (0, 0, 1.0)
     assert paired.mcnemar(np.ones(10, bool), np.zeros(10, bool))[2] == 2.0 / 2**10
+
+
+def test_mcnemar_holds_on_thousands_of_discordant_images():
+    """A 10 000-image test split can have over 1 023 discordant images,
+    where 2.0 ** n overflows a float; the p-value matches a log-space sum."""
+    paired = _paired()
+    only_a, only_b = 1050, 950
+    a = np.r_[np.ones(only_a, bool), np.zeros(only_b, bool)]
+    only, other, p = paired.mcnemar(a, ~a)
+    n = only_a + only_b
+    logs = [math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in range(951)]
+    top = max(logs)
+    expected = 2.0 * math.exp(
+        top + math.log(sum(math.exp(v - top) for v in logs)) - n * math.log(2)
+    )
+    assert (only, other) == (1050, 950)
+    assert p == pytest.approx(expected, rel=1e-9)
+    assert 0.02 < p < 0.03  # a 52.5 % split of 2 000 images
+    all_a = np.ones(1200, bool)
+    assert paired.mcnemar(all_a, ~all_a)[2] == 0.0  # 2 · 2**-1200 underflows to 0
 
 
 def test_a_paired_rerun_reproduces_the_accuracies_the_suite_recorded(tmp_path):
