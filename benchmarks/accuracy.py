@@ -599,10 +599,11 @@ def choose_at_weight(task, data, teacher, settings, steps, entry, quick, save, l
 def at_pairs(teacher, student, settings):
     """The pairs of `settings` (resolved) whose both features are maps
     `(batch, h, w, c)`: what attention transfer can pair; `[]` if none."""
+    from keras_vid.features import find_layer, layer_output
     from keras_vid.pair_suggestion import resolve_pairs
 
-    def rank(model, name):
-        return len(model.get_layer(name).output.shape)
+    def rank(model, name):  # a path ("backbone/layer") reaches into a nested model
+        return len(layer_output(find_layer(model, name, "model"), model, "model").shape)
 
     pairs = resolve_pairs(teacher, student, settings["pairs"])
     return [(s, t) for s, t in pairs if rank(student, s) == rank(teacher, t) == 4]

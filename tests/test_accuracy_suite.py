@@ -8,6 +8,7 @@ import json
 import math
 import os
 
+import keras
 import numpy as np
 import pytest
 
@@ -110,6 +111,25 @@ def test_kd_with_each_feature_method_adds_the_kd_term_to_that_method(tmp_path):
     assert sorted(r["method"] for r in mlp["runs"]) == ["kd", "kd+fitnet"]
     with open(os.path.join(out, "results.md")) as f:
         assert "| digits-10 | " in f.read().split("KD with each feature method")[1]
+
+
+def test_at_pairs_keep_the_map_pairs_also_inside_a_nested_model():
+    """SST-2's pairs are paths into a KerasHub backbone ("backbone/layer");
+    AT takes the pairs of maps, and token features are not maps."""
+    suite = _suite()
+
+    def model(name):
+        inner_in = keras.Input((8, 8, 3))
+        conv = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inner_in)
+        tokens = keras.layers.Reshape((64, 4), name="tokens")(conv)
+        backbone = keras.Model(inner_in, [conv, tokens], name="backbone")
+        x = keras.Input((8, 8, 3))
+        _, t = backbone(x)
+        return keras.Model(x, keras.layers.Dense(2)(keras.layers.Flatten()(t)), name=name)
+
+    teacher, student = model("teacher"), model("student")
+    pairs = [("backbone/conv", "backbone/conv"), ("backbone/tokens", "backbone/tokens")]
+    assert suite.at_pairs(teacher, student, {"pairs": pairs}) == [pairs[0]]
 
 
 def test_the_kd_temperature_search_resumes_from_the_scores_it_kept(tmp_path, monkeypatch):
