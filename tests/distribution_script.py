@@ -410,6 +410,10 @@ def _torch_worker(rank, world, init_file, out_dir):
         }
         with open(os.path.join(out_dir, "report.json"), "w") as f:
             json.dump(report, f)
+    # Both processes leave together: a process that tears the gloo group down
+    # while its peer is still in a collective can abort ("terminate called
+    # without an active exception"), which failed a loaded CI run once.
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
