@@ -538,21 +538,35 @@ def choose_temperature(score, grid=TEMPERATURES, high=MAX_TEMPERATURE):
     return best
 
 
+def cached_score(entry, key, save, log, label, train):
+    """A validation scorer `value → accuracy` whose scores are kept in
+    `entry[key]` (and saved) as they come, so an interrupted search resumes
+    where it stopped; `train(value)` runs one validation run."""
+    scores = entry.setdefault(key, {})
+
+    def score(value):
+        if str(value) not in scores:
+            scores[str(value)] = train(value)["accuracy"]
+            save()
+            log(f"{label}={value:g} validation {scores[str(value)]:.2f}")
+        return scores[str(value)]
+
+    return score
+
+
 def choose_kd_temperature(task, data, teacher, settings, steps, entry, quick, save, log):
     """KD's temperature for `task`, by `choose_temperature` on the validation
-    split (seed 0), as a user would tune it. Each score is kept in
-    `entry["kd_temperature_validation"]` (and saved) as it comes, so an
-    interrupted search resumes; a quick run scores the lowest temperature."""
-    scores = entry.setdefault("kd_temperature_validation", {})
-
-    def validate(t):
-        if str(t) not in scores:
-            run = train_run(task, data, teacher, "kd", 0, t, settings, "validation", steps)
-            scores[str(t)] = run["accuracy"]
-            save()
-            log(f"{task.name}: kd T={t:g} validation {run['accuracy']:.2f}")
-        return scores[str(t)]
-
+    split (seed 0), as a user would tune it; the scores are kept in
+    `entry["kd_temperature_validation"]`. A quick run scores the lowest
+    temperature."""
+    validate = cached_score(
+        entry,
+        "kd_temperature_validation",
+        save,
+        log,
+        f"{task.name}: kd T",
+        lambda t: train_run(task, data, teacher, "kd", 0, t, settings, "validation", steps),
+    )
     if quick:
         return choose_temperature(validate, TEMPERATURES[:1], high=TEMPERATURES[0])
     return choose_temperature(validate, TEMPERATURES)
@@ -576,20 +590,18 @@ def supersede_kd_runs(entry, temperature, log):
 
 def choose_at_weight(task, data, teacher, settings, steps, entry, quick, save, log):
     """AT's β for `task`, by `decade_search` on the validation split (seed 0),
-    as a user would tune it. Each score is kept in
-    `entry["at_weight_validation"]` (and saved) as it comes, so an
-    interrupted search resumes; a quick run scores the paper's β once."""
-    scores = entry.setdefault("at_weight_validation", {})
-
-    def validate(beta):
-        if str(beta) not in scores:
-            split = "validation"
-            run = train_run(task, data, teacher, "at", 0, None, settings, split, steps, beta)
-            scores[str(beta)] = run["accuracy"]
-            save()
-            log(f"{task.name}: at β={beta:g} validation {run['accuracy']:.2f}")
-        return scores[str(beta)]
-
+    as a user would tune it; the scores are kept in
+    `entry["at_weight_validation"]`. A quick run scores the paper's β once."""
+    validate = cached_score(
+        entry,
+        "at_weight_validation",
+        save,
+        log,
+        f"{task.name}: at β",
+        lambda beta: train_run(
+            task, data, teacher, "at", 0, None, settings, "validation", steps, beta
+        ),
+    )
     if quick:
         validate(AT_WEIGHT)
         return AT_WEIGHT
