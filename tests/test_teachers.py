@@ -1,6 +1,7 @@
 """The committed teachers (results/teachers.json) and the airbench recipe that
 trains the strong one: smoke runs on every backend, values against NumPy."""
 
+import dataclasses
 import json
 import os
 
@@ -11,7 +12,9 @@ from conftest import to_numpy
 
 import keras_vid  # noqa: F401  (registers the layers the saved teachers use)
 from keras_vid.experiments.fast_teacher import (
+    RECIPES,
     AirbenchRecipe,
+    Lookahead,
     WarmupLinearDecay,
     epoch_images,
     train_fast_teacher,
@@ -93,6 +96,58 @@ def test_epoch_images_alternate_flips_and_shift_by_at_most_the_translation():
         assert any(np.array_equal(shifted[k], c) for c in crops)
 
 
+def test_epoch_images_cut_out_one_square_of_the_fill_value():
+    """Cutout comes after the flips and shifts: with it, each image is the
+    same image with one `cutout`×`cutout` square set to `fill`."""
+    rng = np.random.default_rng(2)
+    images = rng.integers(10, 250, size=(12, 10, 10, 3)).astype("uint8")
+    plain = epoch_images(images, 3, translate=2, seed=5)
+    cut = epoch_images(images, 3, translate=2, seed=5, cutout=4, fill=(1, 2, 3))
+    for k in range(len(images)):
+        squares = []
+        for top in range(7):
+            for left in range(7):
+                expected = plain[k].copy()
+                expected[top : top + 4, left : left + 4] = (1, 2, 3)
+                squares.append(np.array_equal(cut[k], expected))
+        assert sum(squares) == 1
+
+
+def test_lookahead_matches_its_closed_form():
+    """Every 5 steps the weights become ema + (1 − d)(w − ema) with
+    d = 0.95⁵ (step/total)³; the last step sets them to the average."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
+    kernel = model.layers[0].kernel
+    kernel.assign(np.zeros((2, 1), "float32"))
+    lookahead = Lookahead(model, total_steps=10, every=5)
+    average = np.zeros((2, 1))
+    for step in range(1, 11):
+        w = np.full((2, 1), float(step))  # what an optimizer step would leave
+        kernel.assign(w.astype("float32"))
+        lookahead.after_step(step)
+        if step == 5:
+            average += (1 - 0.95**5 * 0.5**3) * (w - average)
+            w = average
+        if step == 10:
+            w = average
+        np.testing.assert_allclose(to_numpy(kernel), w, rtol=1e-6)
+    restored = Lookahead(model, total_steps=10)
+    restored.restore(lookahead.state())
+    np.testing.assert_allclose(restored.average[0], average, rtol=1e-6)
+
+
+def test_residual_airbench_adds_each_group_input_to_its_last_two_convs():
+    teacher = airbench((8, 16, 16), residual=True)
+    probe = keras.Model(
+        teacher.input,
+        [teacher.get_layer(n).output for n in ("block2_act1", "block2_shift3", "block2_residual")],
+    )
+    x = np.random.default_rng(0).uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
+    first, last, summed = (to_numpy(t) for t in probe(x))
+    np.testing.assert_allclose(summed, first + last, rtol=1e-5, atol=1e-5)
+    assert teacher.name == "airbench_8_16_16_res" and teacher.output.shape == (None, 10)
+
+
 def test_warmup_linear_decay_closed_form():
     schedule = WarmupLinearDecay(2.0, total_steps=100, warmup_fraction=0.2, start=0.2, end=0.1)
     values = [float(to_numpy(schedule(s))) for s in (0, 10, 20, 60, 100)]
@@ -132,6 +187,35 @@ def test_recipe_trains_resumes_and_saves_a_float32_raw_rgb_teacher(tmp_path):
     assert logits.shape == (4, 10) and np.isfinite(logits).all()
 
 
+def test_airbench96_recipe_trains_and_resumes_with_its_lookahead(tmp_path):
+    """The residual recipe (cutout, Lookahead, decay to zero) runs two epochs
+    in two calls; the second restores the Lookahead average. Resuming with
+    another recipe is refused with the settings that differ."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, size=(64, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, size=64)
+    output = str(tmp_path / "new" / "t96.keras")  # its folder is made before training
+    small = {"widths": (8, 16, 16), "batch_size": 32, "whitening_images": 64}
+    recipe = dataclasses.replace(RECIPES["airbench96"], epochs=1, **small)
+    train_fast_teacher(output, x, y, x[:8], y[:8], recipe=recipe, log=lambda m: None)
+    assert os.path.exists(output + ".lookahead.npz")
+    with pytest.raises(ValueError, match="residual"):
+        other = dataclasses.replace(RECIPES["airbench94"], epochs=2, **small)
+        train_fast_teacher(output, x, y, x[:8], y[:8], recipe=other, log=lambda m: None)
+    recipe = dataclasses.replace(recipe, epochs=2)
+    messages = []
+    record = train_fast_teacher(output, x, y, x[:8], y[:8], recipe=recipe, log=messages.append)
+    assert any("after epoch 1" in m for m in messages) and record["recipe"]["cutout"] == 12
+    teacher = keras.saving.load_model(output, compile=False)
+    assert "block3_residual" in {layer.name for layer in teacher.layers}
+    with np.load(output + ".lookahead.npz") as state:  # the last step set the average
+        lookahead_kernel = [state[k] for k in state.files if state[k].shape == (3, 3, 16, 16)]
+    kernels = [to_numpy(w) for w in teacher.weights if tuple(w.shape) == (3, 3, 16, 16)]
+    assert len(kernels) == len(lookahead_kernel) > 0
+    for saved, average in zip(kernels, lookahead_kernel):
+        np.testing.assert_allclose(saved, average, rtol=1e-6)
+
+
 def test_airbench_stage_ends_pair_with_a_small_student():
     teacher = airbench((8, 16, 16))
     names = [layer.name for layer in teacher.layers]
@@ -140,19 +224,22 @@ def test_airbench_stage_ends_pair_with_a_small_student():
     assert teacher.output.shape == (None, 10)
 
 
-def test_the_cli_feeds_an_airbench_teacher_its_normalised_images(tmp_path):
+@pytest.mark.parametrize("residual", [False, True], ids=["airbench94", "residual"])
+def test_the_cli_feeds_an_airbench_teacher_its_normalised_images(tmp_path, residual):
     """`--teacher airbench-… --teacher-model T.keras`: the loaded raw-RGB
     teacher is adapted to the CLI's `(x / 255 − mean) / std` images and
     computes on them what the saved file computes on the raw images; the
     file's own record beside it is left alone; without a file the CLI says
     how to train one."""
+    from keras_vid.experiments.architectures import parse_architecture
     from keras_vid.experiments.data import channel_stats
     from keras_vid.experiments.runner import DataConfig, Dataset, get_teacher
 
     rng = np.random.default_rng(0)
     raw = rng.integers(0, 256, size=(40, 32, 32, 3)).astype("uint8")
     labels = rng.integers(0, 10, size=40)
-    saved = airbench((8, 16, 16), seed=3)
+    saved = airbench((8, 16, 16), residual=residual, seed=3)
+    spec = "airbench-res-8,16,16" if residual else "airbench-8,16,16"
     normalize = saved.get_layer("normalize")
     saved.get_layer("whiten").set_whitening(to_numpy(normalize(raw[:32].astype("float32"))))
     path = str(tmp_path / "airbench.keras")
@@ -162,20 +249,21 @@ def test_the_cli_feeds_an_airbench_teacher_its_normalised_images(tmp_path):
     mean, std = channel_stats(raw)
     data = Dataset(raw, labels, raw, labels, [str(c) for c in range(10)], mean, std)
     teacher, info = get_teacher(
-        "airbench-8,16,16", DataConfig(), None, data, str(tmp_path), log=lambda m: None, path=path
+        spec, DataConfig(), None, data, str(tmp_path), log=lambda m: None, path=path
     )
     normalised = ((raw[:8] / 255.0 - mean) / std).astype("float32")
     expected = to_numpy(saved.predict(raw[:8].astype("float32"), verbose=0))
     got = to_numpy(teacher.predict(normalised, verbose=0))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     names = {layer.name for layer in teacher.layers}
-    assert {"block1", "block3_shift2", "pool", "logits"} <= names
+    pre_activation = parse_architecture(spec).pre_activation_stages[-1]
+    assert {"block1", pre_activation, "pool", "logits"} <= names
     raw_logits = to_numpy(saved.predict(raw.astype("float32"), verbose=0))
     assert info["test_accuracy"] == pytest.approx(100.0 * np.mean(raw_logits.argmax(-1) == labels))
     with open(path + ".json") as f:
         assert json.load(f) == {"test_accuracy": 12.5}
-    with pytest.raises(ValueError, match="fast_teacher"):
-        get_teacher("airbench-8,16,16", DataConfig(), None, data, str(tmp_path))
+    with pytest.raises(ValueError, match="fast_teacher" + (" --recipe airbench96" * residual)):
+        get_teacher(spec, DataConfig(), None, data, str(tmp_path))
 
 
 def test_fast_teacher_command_trains_with_the_label_smoothing_it_is_given(tmp_path):

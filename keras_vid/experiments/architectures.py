@@ -2,8 +2,9 @@
 
 Names: `wrn-<depth>-<width>` (the paper's Wide ResNets), `cnn-<c1>,<c2>,...`
 (`small_cnn`, optionally `cnn-<c1>,<c2>,...x<convs per stage>`),
-`mlp-<u1>,<u2>,...` and `airbench-<w1>,<w2>,...` (a teacher trained by
-`keras_vid.experiments.fast_teacher`, given with `--teacher-model`).
+`mlp-<u1>,<u2>,...` and `airbench-<w1>,<w2>,...` or `airbench-res-<w1>,...`
+(a teacher trained by `keras_vid.experiments.fast_teacher`, the residual one
+by `--recipe airbench96`, given with `--teacher-model`).
 """
 
 import dataclasses
@@ -91,26 +92,32 @@ def parse_architecture(spec):
         hidden = tuple(f"hidden{i}" for i in range(1, len(units) + 1))
         return Architecture(spec, build, hidden=hidden, penultimate=hidden[-1])
     if kind == "airbench":
-        widths = _ints(rest, spec)
+        residual = rest.startswith("res-")
+        widths = _ints(rest.removeprefix("res-"), spec)
         if not widths:
-            raise ValueError(f"airbench names are airbench-<w1>,<w2>,... Received: {spec!r}")
+            raise ValueError(
+                "airbench names are airbench-<w1>,<w2>,... or airbench-res-<w1>,<w2>,... "
+                f"Received: {spec!r}"
+            )
 
         def build(num_classes, input_shape, name=None):
+            recipe = " --recipe airbench96" if residual else ""
             raise ValueError(
                 f"{spec!r} is trained by its own recipe: run `python -m "
-                "keras_vid.experiments.fast_teacher --widths "
+                f"keras_vid.experiments.fast_teacher{recipe} --widths "
                 f"{','.join(map(str, widths))} --output T.keras`, then pass "
                 "`--teacher-model T.keras`."
             )
 
+        groups = len(widths)
         return Architecture(
             spec,
             build,
-            stages=airbench_block_names(len(widths)),
-            pre_activation_stages=airbench_block_names(len(widths), pre_activation=True),
+            stages=airbench_block_names(groups),
+            pre_activation_stages=airbench_block_names(groups, True, residual),
             raw_input=True,
         )
     raise ValueError(
-        f"Unknown architecture {spec!r}: use wrn-D-W, cnn-C1,C2,..., mlp-U1,... or "
-        "airbench-W1,W2,..."
+        f"Unknown architecture {spec!r}: use wrn-D-W, cnn-C1,C2,..., mlp-U1,..., "
+        "airbench-W1,W2,... or airbench-res-W1,W2,..."
     )
