@@ -9,7 +9,9 @@
 - `cifar10-airbench-64-256-256`: `results/teachers/airbench.keras`, from
   `python -m keras_vid.experiments.fast_teacher` (already raw RGB), and
   `cifar10-airbench-64-256-256-ls0`, the same recipe without label smoothing
-  (`results/teachers/airbench-ls0.keras`), once it has trained to the end.
+  (`results/teachers/airbench-ls0.keras`), and
+  `cifar10-airbench-res-128-512-512-ls0` (`--recipe airbench96`,
+  `results/teachers/airbench96.keras`), each once it has trained to the end.
 
 Each entry's `test_accuracy` is measured here, by loading the file and
 predicting all 10 000 test images (single view).
@@ -29,7 +31,12 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 DATA = os.path.join(ROOT, "..", "shared", "data")
 # fast_teacher's outputs: airbench's recipe as published (label smoothing 0.2)
 # and the same without label smoothing, whose logits keep the class similarities.
-AIRBENCH_TEACHERS = ("results/teachers/airbench.keras", "results/teachers/airbench-ls0.keras")
+# airbench96 is the residual recipe, trained without label smoothing too.
+AIRBENCH_TEACHERS = (
+    "results/teachers/airbench.keras",
+    "results/teachers/airbench-ls0.keras",
+    "results/teachers/airbench96.keras",
+)
 
 
 def raw_rgb_cnn_teacher(source, target, train_images):
@@ -88,8 +95,12 @@ def main():
         with open(os.path.join(ROOT, airbench_path + ".json")) as f:
             record = json.load(f)
         recipe = record["recipe"]
-        widths = "-".join(str(w) for w in recipe["widths"])
+        residual = recipe.get("residual", False)
+        widths = ("res-" if residual else "") + "-".join(str(w) for w in recipe["widths"])
         smoothing = recipe["label_smoothing"]
+        command = "python -m keras_vid.experiments.fast_teacher" + (
+            " --recipe airbench96" if residual else ""
+        )
         entries.append(
             {
                 "name": f"cifar10-airbench-{widths}" + ("-ls0" if smoothing == 0 else ""),
@@ -101,8 +112,7 @@ def main():
                 "train_images": record["train_images"],
                 "epochs": record["epochs"],
                 "wall_time_s": record["wall_time_s"],
-                "command": "python -m keras_vid.experiments.fast_teacher --output "
-                f"{airbench_path} --epochs {record['epochs']}"
+                "command": f"{command} --output {airbench_path} --epochs {record['epochs']}"
                 + (f" --label-smoothing {smoothing:g}" if smoothing != 0.2 else ""),
             }
         )
