@@ -14,11 +14,11 @@ import keras_vid  # noqa: F401  (registers the layers the saved teachers use)
 from keras_vid.experiments.fast_teacher import (
     RECIPES,
     AirbenchRecipe,
-    Lookahead,
     WarmupLinearDecay,
     epoch_images,
     train_fast_teacher,
 )
+from keras_vid.experiments.lookahead import Lookahead
 from keras_vid.experiments.models.airbench import PatchWhitening, airbench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
