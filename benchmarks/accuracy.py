@@ -50,6 +50,7 @@ from keras.layers import BatchNormalization
 
 from keras_vid import AttentionTransferHead, EpochSchedule, VIDDistiller, WeightSchedule
 from keras_vid.compat import sublayers
+from keras_vid.experiments.models import wide_resnet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "..", "shared", "data")
@@ -420,12 +421,18 @@ def _cifar_student(data):
     return cnn((8, 16, 32, 64), (32, 32, 3), 10, "student", normalize=(CIFAR_MEAN, CIFAR_STD))
 
 
-def _cifar_task(name, teacher):
+def _wrn_student(data):
+    """The paper's student, WRN-16-1 (0.18 M parameters), on raw pixels."""
+    return wide_resnet(16, 1, 10, (32, 32, 3), normalize=(CIFAR_MEAN, CIFAR_STD), name="student")
+
+
+def _cifar_task(name, teacher, student=_cifar_student):
     """CIFAR-10 at 100 images per class, the paper's 1 600-step schedule, the
-    CNN 8-16-32-64 student: one task per committed teacher of the manifest."""
+    CNN 8-16-32-64 student (or `student`): one task per committed teacher of
+    the manifest."""
     return Task(
         name, "CIFAR-10 (JPEG q75)", 100, load_cifar10,
-        lambda d, c, q: manifest_teacher(teacher), _cifar_student,
+        lambda d, c, q: manifest_teacher(teacher), student,
         steps=1600, batch_size=128, optimizer=sgd_steps(), augment=flip_crop,
         schedule="SGD Nesterov 0.1, ×0.2 at 30/60/80 %, batch 128, 1 600 steps, flip+crop",
     )  # fmt: skip
@@ -472,6 +479,10 @@ TASKS = {
         _cifar_task("cifar10-cnn80-100", "cifar10-cnn-32-64-128-256"),
         _cifar_task("cifar10-airbench-100", "cifar10-airbench-64-256-256"),
         _cifar_task("cifar10-airbench-ls0-100", "cifar10-airbench-64-256-256-ls0"),
+        _cifar_task("cifar10-wrn-cnn80-100", "cifar10-cnn-32-64-128-256", _wrn_student),
+        _cifar_task(
+            "cifar10-wrn-airbench-ls0-100", "cifar10-airbench-64-256-256-ls0", _wrn_student
+        ),
         Task(
             "cifar10-mobilenet-100", "CIFAR-10 (JPEG q75)", 100, load_cifar10,
             _mobilenet_teacher, _mobilenet_student,

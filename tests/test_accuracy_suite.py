@@ -411,3 +411,21 @@ def test_a_paired_rerun_reproduces_the_accuracies_the_suite_recorded(tmp_path):
     assert {m: runs[m]["accuracy"] for m in runs} == recorded  # the same students, retrained
     only_student, only_vid, p = paired.mcnemar(runs["student"]["correct"], runs["vid"]["correct"])
     assert row["only"] == (only_student, only_vid) and row["p"] == p
+
+
+def test_wrn_student_tasks_take_raw_pixels_and_pair_each_group():
+    """The WRN-16-1 tasks: the paper's student on raw pixels, its three group
+    outputs paired with the CNN teacher's stages of the same resolution."""
+    from keras_vid import suggest_pairs
+
+    suite = _suite()
+    task = suite.TASKS["cifar10-wrn-cnn80-100"]
+    student = task.student(None)
+    assert student.count_params() == 175_994  # WRN-16-1, 10 classes, BN statistics included
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    normalised = keras.ops.convert_to_numpy(student.get_layer("normalize")(pixels))
+    expected = (pixels - np.array(suite.CIFAR_MEAN)) / np.array(suite.CIFAR_STD)
+    np.testing.assert_allclose(normalised, expected, rtol=1e-4, atol=1e-4)
+    teacher = suite.cnn((32, 64, 128, 256), (32, 32, 3), 10, "teacher")
+    pairs = suggest_pairs(teacher, student)
+    assert pairs == [("group1", "block1"), ("group2", "block2"), ("group3", "block3")]

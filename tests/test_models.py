@@ -1,9 +1,16 @@
 """The experiment model builders: layer names, shapes, architecture specs."""
 
+import numpy as np
 import pytest
 
 from keras_vid.experiments import parse_architecture
-from keras_vid.experiments.models import GROUP_OUTPUTS, cnn_block_names, mlp, small_cnn
+from keras_vid.experiments.models import (
+    GROUP_OUTPUTS,
+    cnn_block_names,
+    mlp,
+    small_cnn,
+    wide_resnet,
+)
 
 
 def test_small_cnn_stage_names_and_shapes():
@@ -58,3 +65,16 @@ def test_parse_architecture(spec, stages, hidden, penultimate):
 def test_parse_architecture_rejects_bad_names(spec):
     with pytest.raises(ValueError):
         parse_architecture(spec)
+
+
+def test_wide_resnet_normalizes_raw_pixels_inside():
+    mean, std = (120.0, 110.0, 100.0), (60.0, 50.0, 40.0)
+    raw = wide_resnet(10, 1, 3, (8, 8, 3), normalize=(mean, std))
+    plain = wide_resnet(10, 1, 3, (8, 8, 3))
+    plain.set_weights(raw.get_weights())  # a Normalization given its statistics has no weights
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    expected = plain((pixels - np.array(mean, "float32")) / np.array(std, "float32"))
+    np.testing.assert_allclose(raw(pixels), expected, rtol=1e-4, atol=1e-4)
+    assert raw.get_layer("normalize").output.shape[1:] == (8, 8, 3)
+    with pytest.raises(ValueError, match="one mean and one std per input channel"):
+        wide_resnet(10, 1, 3, (8, 8, 3), normalize=((0.0,), (1.0,)))

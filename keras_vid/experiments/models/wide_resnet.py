@@ -48,6 +48,7 @@ def wide_resnet(
     dropout=0.0,
     weight_decay=0.0,
     bn_momentum=0.9,
+    normalize=None,
     name=None,
 ):
     """Build a functional pre-activation WRN-`depth`-`width`.
@@ -70,6 +71,10 @@ def wide_resnet(
         bn_momentum: float in `[0, 1)`, BatchNorm moving-average momentum;
             the default 0.9 matches the PyTorch reference implementations
             (Keras's 0.99 lags in short runs).
+        normalize: `None` (the default: inputs arrive normalised) or
+            `(mean, std)` per channel, applied inside the model by a
+            `Normalization` layer named `normalize`, so the model takes raw
+            pixels.
         name: model name, a string; `None` (the default) gives
             `"wrn_<depth>_<width>"`.
 
@@ -98,6 +103,16 @@ def wide_resnet(
     blocks = (depth - 4) // 6
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
     inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    if normalize is not None:
+        mean, std = normalize
+        if len(mean) != input_shape[-1] or len(std) != input_shape[-1]:
+            raise ValueError(
+                f"normalize needs one mean and one std per input channel "
+                f"({input_shape[-1]}). Received: normalize={normalize!r}"
+            )
+        variance = [s * s for s in std]
+        x = keras.layers.Normalization(mean=mean, variance=variance, name="normalize")(x)
     x = keras.layers.Conv2D(
         16,
         3,
@@ -106,7 +121,7 @@ def wide_resnet(
         kernel_initializer="he_normal",
         kernel_regularizer=regularizer,
         name="stem",
-    )(inputs)
+    )(x)
     for group, (channels, stride) in enumerate(
         ((16 * width, 1), (32 * width, 2), (64 * width, 2)), start=1
     ):
