@@ -704,6 +704,16 @@ def train_run(
             settings["vid_weight_decay"], start=settings["vid_weight"], end=0.0, epochs=epochs
         )
         callbacks.append(WeightSchedule(vid_weight=decay))
+    if settings.get("vid_weight_warmup") and settings.get("vid_weight_decay"):
+        raise ValueError(
+            "Choose one λ schedule: vid_weight_warmup or vid_weight_decay. Received: "
+            f"vid_weight_warmup={settings['vid_weight_warmup']!r}, "
+            f"vid_weight_decay={settings['vid_weight_decay']!r}"
+        )
+    if settings.get("vid_weight_warmup") and base_method in ("vid", "kd+vid"):
+        ramp = max(1, round(settings["vid_weight_warmup"] * epochs))
+        warmup = EpochSchedule("linear", start=0.0, end=settings["vid_weight"], epochs=ramp)
+        callbacks.append(WeightSchedule(vid_weight=warmup))
     if task.augment is None:
         history = model.fit(
             x, y, batch_size=task.batch_size, epochs=epochs, verbose=0, callbacks=callbacks
@@ -879,8 +889,9 @@ def main(argv=None):
         "--vid",
         default=None,
         help="JSON overrides of the VID defaults (sweeps): head options, vid_weight, "
-        'task_weight, pairs, or "vid_weight_decay": "linear"/"cosine" (λ to 0 over the '
-        "labelled phase)",
+        'task_weight, pairs, "vid_weight_decay": "linear"/"cosine" (λ to 0 over the '
+        'labelled phase) or "vid_weight_warmup": a fraction (λ from 0, linearly, over '
+        "that fraction of the labelled phase's epochs)",
     )
     p.add_argument("--quick", action="store_true", help="a few steps per task (smoke run)")
     p.add_argument(

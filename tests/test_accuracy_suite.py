@@ -429,3 +429,42 @@ def test_wrn_student_tasks_take_raw_pixels_and_pair_each_group():
     teacher = suite.cnn((32, 64, 128, 256), (32, 32, 3), 10, "teacher")
     pairs = suggest_pairs(teacher, student)
     assert pairs == [("group1", "block1"), ("group2", "block2"), ("group3", "block3")]
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"vid_weight_warmup": 0.5}, ("linear", 0.0, 3.0, 0.5)),
+        ({"vid_weight_decay": "cosine"}, ("cosine", 3.0, 0.0, 1.0)),
+    ],
+)
+def test_lambda_schedules_of_the_suite(tmp_path, overrides, expected):
+    """`--vid` λ schedules: a warm-up ramps λ from 0 over its fraction of the
+    epochs, a decay takes it to 0 over all of them; both at once is refused."""
+    suite = _suite()
+    out, cache = str(tmp_path / "out"), str(tmp_path / "cache")
+    seen = []
+
+    class Recording(suite.WeightSchedule):
+        def __init__(self, vid_weight=None, **kwargs):
+            seen.append(vid_weight)
+            super().__init__(vid_weight=vid_weight, **kwargs)
+
+    suite.WeightSchedule = Recording
+    argv = ["--quick", "--tasks", "digits-10", "--seeds", "0", "--methods", "student,vid"]
+    suite.main(argv + ["--output", out, "--cache-dir", cache, "--vid", json.dumps(overrides)])
+    kind, start, end, fraction = expected
+    (schedule,) = seen  # the student run has none
+    epochs = math.ceil(4 / math.ceil(100 / 32))  # --quick: 4 steps, 100 images, batch 32
+    assert (schedule.kind, schedule.start, schedule.end) == (kind, start, end)
+    assert schedule.epochs == max(1, round(fraction * epochs))
+    with open(os.path.join(out, "results.json")) as f:
+        (task,) = json.load(f)["tasks"]
+    vid_run = next(r for r in task["runs"] if r["method"] == "vid")
+    assert vid_run["vid_settings"][next(iter(overrides))] == next(iter(overrides.values()))
+    both = {"vid_weight_warmup": 0.5, "vid_weight_decay": "cosine"}
+    with pytest.raises(ValueError, match="Choose one λ schedule"):
+        suite.main(
+            ["--quick", "--tasks", "digits-10", "--seeds", "1", "--methods", "vid"]
+            + ["--output", out, "--cache-dir", cache, "--vid", json.dumps(both)]
+        )
