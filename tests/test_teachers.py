@@ -15,7 +15,12 @@ from keras_vid.experiments.fast_teacher import (
     RECIPES,
     AirbenchRecipe,
     WarmupLinearDecay,
+    _shards,
+    checkpoint_dir,
     epoch_images,
+    load_checkpoint,
+    load_lookahead_state,
+    load_progress,
     train_fast_teacher,
 )
 from keras_vid.experiments.lookahead import Lookahead
@@ -166,8 +171,12 @@ def test_recipe_trains_resumes_and_saves_a_float32_raw_rgb_teacher(tmp_path):
     output = str(tmp_path / "teacher.keras")
     recipe = AirbenchRecipe(widths=(8, 16, 16), epochs=1, batch_size=32, whitening_images=64)
     train_fast_teacher(output, x, y, x[:16], y[:16], recipe=recipe, log=lambda m: None)
-    first = keras.saving.load_model(output + ".ckpt.keras")
+    saved = sorted(os.listdir(checkpoint_dir(output)))
+    assert "model.weights.json" in saved and saved[-1] == "progress.json"
+    first = load_checkpoint(output, recipe, 10, (32, 32, 3), 3)
     assert int(to_numpy(first.optimizer.iterations)) == 3  # 96 images, batch 32
+    momentum = [to_numpy(v) for v in first.optimizer.variables if "momentum" in v.path]
+    assert momentum and any(np.abs(m).max() > 0 for m in momentum)  # restored, not fresh
     start = {w.path: to_numpy(w).copy() for w in first.weights}
     recipe = AirbenchRecipe(widths=(8, 16, 16), epochs=2, batch_size=32, whitening_images=64)
     messages = []
@@ -176,7 +185,9 @@ def test_recipe_trains_resumes_and_saves_a_float32_raw_rgb_teacher(tmp_path):
     assert len(record["epoch_seconds"]) == 2 and record["epochs"] == 2
     teacher = keras.saving.load_model(output, compile=False)
     assert all(w.dtype == "float32" for w in teacher.weights)
-    after = {w.path: to_numpy(w) for w in keras.saving.load_model(output + ".ckpt.keras").weights}
+    after = {
+        w.path: to_numpy(w) for w in load_checkpoint(output, recipe, 10, (32, 32, 3), 6).weights
+    }
     whitening = [p for p in start if "whiten" in p and "kernel" in p]
     moved = [p for p in start if "conv" in p or "shift" in p]
     assert whitening and moved
@@ -198,7 +209,7 @@ def test_airbench96_recipe_trains_and_resumes_with_its_lookahead(tmp_path):
     small = {"widths": (8, 16, 16), "batch_size": 32, "whitening_images": 64}
     recipe = dataclasses.replace(RECIPES["airbench96"], epochs=1, **small)
     train_fast_teacher(output, x, y, x[:8], y[:8], recipe=recipe, log=lambda m: None)
-    assert os.path.exists(output + ".lookahead.npz")
+    assert os.path.exists(os.path.join(checkpoint_dir(output), "lookahead_00000.npz"))
     with pytest.raises(ValueError, match="residual"):
         other = dataclasses.replace(RECIPES["airbench94"], epochs=2, **small)
         train_fast_teacher(output, x, y, x[:8], y[:8], recipe=other, log=lambda m: None)
@@ -208,8 +219,8 @@ def test_airbench96_recipe_trains_and_resumes_with_its_lookahead(tmp_path):
     assert any("after epoch 1" in m for m in messages) and record["recipe"]["cutout"] == 12
     teacher = keras.saving.load_model(output, compile=False)
     assert "block3_residual" in {layer.name for layer in teacher.layers}
-    with np.load(output + ".lookahead.npz") as state:  # the last step set the average
-        lookahead_kernel = [state[k] for k in state.files if state[k].shape == (3, 3, 16, 16)]
+    state = load_lookahead_state(output)  # the last step set the average
+    lookahead_kernel = [a for a in state.values() if a.shape == (3, 3, 16, 16)]
     kernels = [to_numpy(w) for w in teacher.weights if tuple(w.shape) == (3, 3, 16, 16)]
     assert len(kernels) == len(lookahead_kernel) > 0
     for saved, average in zip(kernels, lookahead_kernel):
@@ -278,5 +289,40 @@ def test_fast_teacher_command_trains_with_the_label_smoothing_it_is_given(tmp_pa
     argv += ["--test", str(tmp_path / "test.npz"), "--epochs", "1", "--batch-size", "32"]
     record = main(argv + ["--label-smoothing", "0"])
     assert record["recipe"]["label_smoothing"] == 0.0 and record["epochs"] == 1
-    model = keras.saving.load_model(output + ".ckpt.keras")
-    assert model.loss.get_config()["label_smoothing"] == 0.0
+    assert load_progress(output)["recipe"]["label_smoothing"] == 0.0  # what a resume uses
+
+
+def test_a_checkpoint_whose_files_disagree_is_refused(tmp_path):
+    """Weights and optimizer state from one epoch, a record from another: the
+    resume stops with the files named instead of training from a mixture."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, size=(64, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, size=64)
+    output = str(tmp_path / "teacher.keras")
+    recipe = AirbenchRecipe(widths=(8, 16, 16), epochs=1, batch_size=32, whitening_images=64)
+    train_fast_teacher(output, x, y, x[:8], y[:8], recipe=recipe, log=lambda m: None)
+    progress = os.path.join(checkpoint_dir(output), "progress.json")
+    with open(progress) as f:
+        record = json.load(f)
+    record["epochs_done"] = 0
+    with open(progress, "w") as f:
+        json.dump(record, f)
+    with pytest.raises(ValueError, match="at step 2, but .* records 0 epochs"):
+        recipe = dataclasses.replace(recipe, epochs=2)
+        train_fast_teacher(output, x, y, x[:8], y[:8], recipe=recipe, log=lambda m: None)
+
+
+def test_checkpoint_files_stay_small_and_a_cut_short_swap_is_completed(tmp_path):
+    """Arrays are grouped into files of at most the shard size, in order; a
+    crash between the two renames of an epoch's swap leaves the previous
+    folder as `.ckpt.old`, which the next run takes back."""
+    arrays = [np.zeros(n, "float32") for n in (10, 10, 30, 5, 40)]  # 40, 40, 120, 20, 160 B
+    groups = _shards(arrays, 100)
+    assert [[a.size for a in g] for g in groups] == [[10, 10], [30], [5], [40]]
+    output = str(tmp_path / "t.keras")
+    os.makedirs(checkpoint_dir(output) + ".old")
+    with open(os.path.join(checkpoint_dir(output) + ".old", "progress.json"), "w") as f:
+        json.dump({"epochs_done": 3}, f)
+    assert load_progress(output) == {"epochs_done": 3}
+    assert os.path.isdir(checkpoint_dir(output))
+    assert load_progress(str(tmp_path / "none.keras")) is None

@@ -16,18 +16,21 @@ examples, a 10 % warm-up then a decay to zero, 4-pixel translations, a
 12-pixel cutout, BatchNorm momentum 0.9 and Lookahead
 (`keras_vid.experiments.lookahead`).
 
-Every completed epoch is checkpointed (model with optimizer state, and a JSON
-record); the same command continues from the last completed epoch, so a run
-can be stopped at any time. The final teacher is saved in float32 whatever
-policy trained it, with its normalisation inside: it maps raw RGB images
-(float32 in [0, 255]) to logits.
+Every completed epoch is checkpointed (the model's weights, the optimizer's
+state and a JSON record, each its own file of at most the model's size, so a
+run that spans machines can commit them); the same command continues from
+the last completed epoch, so a run can be stopped at any time. The final
+teacher is saved in float32 whatever policy trained it, with its
+normalisation inside: it maps raw RGB images (float32 in [0, 255]) to logits.
 """
 
 import argparse
 import dataclasses
+import glob
 import json
 import math
 import os
+import shutil
 import time
 
 import keras
@@ -215,6 +218,95 @@ def _float32_copy(model, recipe, num_classes, input_shape):
     return copy
 
 
+SHARD_GB = 0.04
+"""Largest file of a checkpoint, in GB: under the 50 MB a repository host
+accepts without warning, so a run that spans machines can commit it."""
+
+
+def checkpoint_dir(output):
+    """The folder of `output`'s last completed epoch: the model's weights with
+    the optimizer's state (Keras's sharded weights), the Lookahead average
+    (`lookahead_*.npz`) and the JSON record (`progress.json`)."""
+    return output + ".ckpt"
+
+
+def _compiled(recipe, num_classes, input_shape, total_steps):
+    model = recipe.build(num_classes, input_shape)
+    model.compile(
+        optimizer=recipe.optimizer(total_steps),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=recipe.label_smoothing
+        ),
+        metrics=["accuracy"],
+    )
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def _shards(arrays, max_bytes):
+    """Consecutive groups of `arrays` of at most `max_bytes` each (an array
+    larger than that gets a group of its own)."""
+    groups, size = [[]], 0
+    for array in arrays:
+        if groups[-1] and size + array.nbytes > max_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(array)
+        size += array.nbytes
+    return groups
+
+
+def save_checkpoint(output, model, progress, lookahead=None):
+    """Write the epoch's folder beside the last one, then swap them, so a
+    crash at any point leaves one complete checkpoint."""
+    final = checkpoint_dir(output)
+    temporary, old = final + ".tmp", final + ".old"
+    shutil.rmtree(temporary, ignore_errors=True)
+    os.makedirs(temporary)
+    model.save_weights(os.path.join(temporary, "model.weights.json"), max_shard_size=SHARD_GB)
+    if lookahead is not None:
+        state = [lookahead.state()[f"v{i}"] for i in range(len(lookahead.average))]
+        for k, group in enumerate(_shards(state, SHARD_GB * 1e9)):
+            np.savez(os.path.join(temporary, f"lookahead_{k:05d}.npz"), *group)
+    with open(os.path.join(temporary, "progress.json"), "w") as file:
+        json.dump(progress, file, indent=1)
+    if os.path.exists(final):
+        os.replace(final, old)
+    os.replace(temporary, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_progress(output):
+    """The JSON record of `output`'s last checkpoint, or `None` when there is
+    none (a swap cut short by a crash is completed first)."""
+    final = checkpoint_dir(output)
+    if not os.path.exists(final) and os.path.exists(final + ".old"):
+        os.replace(final + ".old", final)
+    path = os.path.join(final, "progress.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as file:
+        return json.load(file)
+
+
+def load_checkpoint(output, recipe, num_classes, input_shape, total_steps):
+    """The compiled model of `recipe` with the weights and optimizer state of
+    `output`'s last checkpoint (the dtype policy it trained under must be set)."""
+    model = _compiled(recipe, num_classes, input_shape, total_steps)
+    model.load_weights(os.path.join(checkpoint_dir(output), "model.weights.json"))
+    return model
+
+
+def load_lookahead_state(output):
+    """The Lookahead average saved with `output`'s last checkpoint."""
+    files = sorted(glob.glob(os.path.join(checkpoint_dir(output), "lookahead_*.npz")))
+    arrays = []
+    for path in files:
+        with np.load(path) as shard:
+            arrays += [shard[f"arr_{i}"] for i in range(len(shard.files))]
+    return {f"v{i}": array for i, array in enumerate(arrays)}
+
+
 def train_fast_teacher(
     output,
     train_images,
@@ -228,16 +320,16 @@ def train_fast_teacher(
 ):
     """Train (or resume) an airbench teacher and save it to `output` (.keras).
 
-    Progress lives beside it: `<output>.ckpt.keras` (model and optimizer
-    after the last completed epoch), `<output>.progress.json` and, with
-    Lookahead, `<output>.lookahead.npz`. Each epoch logs the accuracy on
-    `progress_images` fixed random test images (all when None). Returns the
+    Progress lives beside it in `<output>.ckpt/` (`checkpoint_dir`): the
+    model's weights, the optimizer's state, the Lookahead average and the
+    JSON record of the last completed epoch, in files of at most 40 MB.
+    Each epoch logs the accuracy on `progress_images` fixed random test
+    images (all when None). Returns the
     record written to `<output>.json`: test accuracy on all test images
     (single view and with TTA), epochs, wall time, seconds per epoch.
     """
     recipe = recipe or AirbenchRecipe()
-    checkpoint, progress_path = output + ".ckpt.keras", output + ".progress.json"
-    lookahead_path = output + ".lookahead.npz"
+    progress_path = os.path.join(checkpoint_dir(output), "progress.json")
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     num_classes = int(max(np.max(train_labels), np.max(test_labels))) + 1
     input_shape = tuple(train_images.shape[1:])
@@ -248,9 +340,9 @@ def train_fast_teacher(
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(dtype_policy)
     try:
-        if os.path.exists(checkpoint) and os.path.exists(progress_path):
-            with open(progress_path) as file:
-                progress = json.load(file)
+        saved = load_progress(output)
+        if saved is not None:
+            progress = saved
             trained = progress.get("recipe", settings)
             changed = [k for k in settings if k != "epochs" and trained.get(k) != settings[k]]
             if changed:
@@ -260,29 +352,29 @@ def train_fast_teacher(
                     "--epochs may grow), or choose another --output. Received: "
                     + ", ".join(f"{k}={settings[k]!r}" for k in changed)
                 )
-            model = keras.saving.load_model(checkpoint)
+            model = load_checkpoint(output, recipe, num_classes, input_shape, total_steps)
+            step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+            if step != progress["epochs_done"] * steps_per_epoch:
+                raise ValueError(
+                    f"{checkpoint_dir(output)}'s optimizer is at step {step}, but "
+                    f"{progress_path} records "
+                    f"{progress['epochs_done']} epochs of {steps_per_epoch} steps: the "
+                    "checkpoint files are from different epochs. Restore them together."
+                )
             log(f"resuming {output} after epoch {progress['epochs_done']}/{recipe.epochs}")
         else:
             keras.utils.set_random_seed(recipe.seed)
-            model = recipe.build(num_classes, input_shape)
+            model = _compiled(recipe, num_classes, input_shape, total_steps)
             rng = np.random.default_rng(recipe.seed)
             sample = train_images[rng.permutation(len(train_images))[: recipe.whitening_images]]
             normalize = model.get_layer("normalize")
             normalized = keras.ops.convert_to_numpy(normalize(sample.astype("float32")))
             model.get_layer("whiten").set_whitening(normalized)
-            model.compile(
-                optimizer=recipe.optimizer(total_steps),
-                loss=keras.losses.CategoricalCrossentropy(
-                    from_logits=True, label_smoothing=recipe.label_smoothing
-                ),
-                metrics=["accuracy"],
-            )
         targets = keras.ops.convert_to_numpy(keras.ops.one_hot(train_labels, num_classes))
         fill = train_images.reshape(-1, train_images.shape[-1]).mean(axis=0)
         lookahead = Lookahead(model, total_steps) if recipe.lookahead else None
         if lookahead and progress["epochs_done"]:
-            with np.load(lookahead_path) as state:
-                lookahead.restore(state)
+            lookahead.restore(load_lookahead_state(output))
         watched = np.random.default_rng(1).permutation(len(test_images))[:progress_images]
         for epoch in range(progress["epochs_done"], recipe.epochs):
             start = time.time()
@@ -306,14 +398,7 @@ def train_fast_teacher(
             progress["epochs_done"] = epoch + 1
             progress["epoch_seconds"].append(round(seconds, 1))
             progress["history"].append({**logs, "test_accuracy": test})
-            model.save(checkpoint + ".tmp.keras")
-            if lookahead:
-                np.savez(lookahead_path + ".tmp.npz", **lookahead.state())
-                os.replace(lookahead_path + ".tmp.npz", lookahead_path)
-            os.replace(checkpoint + ".tmp.keras", checkpoint)
-            with open(progress_path + ".tmp", "w") as file:
-                json.dump(progress, file, indent=1)
-            os.replace(progress_path + ".tmp", progress_path)
+            save_checkpoint(output, model, progress, lookahead)
             log(
                 f"epoch {epoch + 1}/{recipe.epochs}: loss {logs['loss']:.4f}, train acc "
                 f"{100 * logs['accuracy']:.2f}, test {test:.2f} % on {len(watched)} "
