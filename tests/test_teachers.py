@@ -11,16 +11,18 @@ import pytest
 from conftest import to_numpy
 
 import keras_vid  # noqa: F401  (registers the layers the saved teachers use)
+from keras_vid.experiments.epoch_checkpoint import (
+    checkpoint_dir,
+    load_lookahead_state,
+    load_progress,
+    shards,
+)
 from keras_vid.experiments.fast_teacher import (
     RECIPES,
     AirbenchRecipe,
     WarmupLinearDecay,
-    _shards,
-    checkpoint_dir,
     epoch_images,
     load_checkpoint,
-    load_lookahead_state,
-    load_progress,
     train_fast_teacher,
 )
 from keras_vid.experiments.lookahead import Lookahead
@@ -317,7 +319,7 @@ def test_checkpoint_files_stay_small_and_a_cut_short_swap_is_completed(tmp_path)
     crash between the two renames of an epoch's swap leaves the previous
     folder as `.ckpt.old`, which the next run takes back."""
     arrays = [np.zeros(n, "float32") for n in (10, 10, 30, 5, 40)]  # 40, 40, 120, 20, 160 B
-    groups = _shards(arrays, 100)
+    groups = shards(arrays, 100)
     assert [[a.size for a in g] for g in groups] == [[10, 10], [30], [5], [40]]
     output = str(tmp_path / "t.keras")
     os.makedirs(checkpoint_dir(output) + ".old")
