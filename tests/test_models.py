@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import to_numpy
 
 from keras_vid.experiments import parse_architecture
 from keras_vid.experiments.models import (
@@ -74,7 +75,7 @@ def test_wide_resnet_normalizes_raw_pixels_inside():
     plain.set_weights(raw.get_weights())  # a Normalization given its statistics has no weights
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     expected = plain((pixels - np.array(mean, "float32")) / np.array(std, "float32"))
-    np.testing.assert_allclose(raw(pixels), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(to_numpy(raw(pixels)), to_numpy(expected), rtol=1e-4, atol=1e-4)
     assert raw.get_layer("normalize").output.shape[1:] == (8, 8, 3)
     with pytest.raises(ValueError, match="one mean and one std per input channel"):
         wide_resnet(10, 1, 3, (8, 8, 3), normalize=((0.0,), (1.0,)))
