@@ -27,6 +27,7 @@ from keras_vid.experiments.fast_teacher import (
 )
 from keras_vid.experiments.lookahead import Lookahead
 from keras_vid.experiments.models.airbench import PatchWhitening, airbench
+from keras_vid.experiments.precision import POLICIES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANIFEST = os.path.join(ROOT, "results", "teachers.json")
@@ -172,7 +173,10 @@ def test_recipe_trains_resumes_and_saves_a_float32_raw_rgb_teacher(tmp_path):
     y = rng.integers(0, 10, size=96)
     output = str(tmp_path / "teacher.keras")
     recipe = AirbenchRecipe(widths=(8, 16, 16), epochs=1, batch_size=32, whitening_images=64)
-    train_fast_teacher(output, x, y, x[:16], y[:16], recipe=recipe, log=lambda m: None)
+    quiet = lambda m: None  # noqa: E731
+    train_fast_teacher(
+        output, x, y, x[:16], y[:16], recipe=recipe, dtype_policy="mixed_bfloat16", log=quiet
+    )
     saved = sorted(os.listdir(checkpoint_dir(output)))
     assert "model.weights.json" in saved and saved[-1] == "progress.json"
     first = load_checkpoint(output, recipe, 10, (32, 32, 3), 3)
@@ -182,9 +186,13 @@ def test_recipe_trains_resumes_and_saves_a_float32_raw_rgb_teacher(tmp_path):
     start = {w.path: to_numpy(w).copy() for w in first.weights}
     recipe = AirbenchRecipe(widths=(8, 16, 16), epochs=2, batch_size=32, whitening_images=64)
     messages = []
-    record = train_fast_teacher(output, x, y, x[:16], y[:16], recipe=recipe, log=messages.append)
+    record = train_fast_teacher(
+        output, x, y, x[:16], y[:16], recipe=recipe, dtype_policy="float32", log=messages.append
+    )
     assert any("resuming" in m and "after epoch 1" in m for m in messages)
     assert len(record["epoch_seconds"]) == 2 and record["epochs"] == 2
+    # Resumed in another precision (another machine's fastest): each epoch's is kept.
+    assert record["epoch_dtype_policies"] == ["mixed_bfloat16", "float32"]
     teacher = keras.saving.load_model(output, compile=False)
     assert all(w.dtype == "float32" for w in teacher.weights)
     after = {
@@ -210,14 +218,20 @@ def test_airbench96_recipe_trains_and_resumes_with_its_lookahead(tmp_path):
     output = str(tmp_path / "new" / "t96.keras")  # its folder is made before training
     small = {"widths": (8, 16, 16), "batch_size": 32, "whitening_images": 64}
     recipe = dataclasses.replace(RECIPES["airbench96"], epochs=1, **small)
-    train_fast_teacher(output, x, y, x[:8], y[:8], recipe=recipe, log=lambda m: None)
+    train_fast_teacher(
+        output, x, y, x[:8], y[:8], recipe=recipe, dtype_policy="float32", log=lambda m: None
+    )
     assert os.path.exists(os.path.join(checkpoint_dir(output), "lookahead_00000.npz"))
     with pytest.raises(ValueError, match="residual"):
         other = dataclasses.replace(RECIPES["airbench94"], epochs=2, **small)
-        train_fast_teacher(output, x, y, x[:8], y[:8], recipe=other, log=lambda m: None)
+        train_fast_teacher(
+            output, x, y, x[:8], y[:8], recipe=other, dtype_policy="float32", log=lambda m: None
+        )
     recipe = dataclasses.replace(recipe, epochs=2)
     messages = []
-    record = train_fast_teacher(output, x, y, x[:8], y[:8], recipe=recipe, log=messages.append)
+    record = train_fast_teacher(
+        output, x, y, x[:8], y[:8], recipe=recipe, dtype_policy="float32", log=messages.append
+    )
     assert any("after epoch 1" in m for m in messages) and record["recipe"]["cutout"] == 12
     teacher = keras.saving.load_model(output, compile=False)
     assert "block3_residual" in {layer.name for layer in teacher.layers}
@@ -291,6 +305,10 @@ def test_fast_teacher_command_trains_with_the_label_smoothing_it_is_given(tmp_pa
     argv += ["--test", str(tmp_path / "test.npz"), "--epochs", "1", "--batch-size", "32"]
     record = main(argv + ["--label-smoothing", "0"])
     assert record["recipe"]["label_smoothing"] == 0.0 and record["epochs"] == 1
+    # The default precision is the one measured fastest on this machine.
+    assert record["dtype_policy"] in POLICIES and record["epoch_dtype_policies"] == [
+        record["dtype_policy"]
+    ]
     assert load_progress(output)["recipe"]["label_smoothing"] == 0.0  # what a resume uses
 
 
@@ -302,7 +320,9 @@ def test_a_checkpoint_whose_files_disagree_is_refused(tmp_path):
     y = rng.integers(0, 10, size=64)
     output = str(tmp_path / "teacher.keras")
     recipe = AirbenchRecipe(widths=(8, 16, 16), epochs=1, batch_size=32, whitening_images=64)
-    train_fast_teacher(output, x, y, x[:8], y[:8], recipe=recipe, log=lambda m: None)
+    train_fast_teacher(
+        output, x, y, x[:8], y[:8], recipe=recipe, dtype_policy="float32", log=lambda m: None
+    )
     progress = os.path.join(checkpoint_dir(output), "progress.json")
     with open(progress) as f:
         record = json.load(f)
@@ -311,7 +331,9 @@ def test_a_checkpoint_whose_files_disagree_is_refused(tmp_path):
         json.dump(record, f)
     with pytest.raises(ValueError, match="at step 2, but .* records 0 epochs"):
         recipe = dataclasses.replace(recipe, epochs=2)
-        train_fast_teacher(output, x, y, x[:8], y[:8], recipe=recipe, log=lambda m: None)
+        train_fast_teacher(
+            output, x, y, x[:8], y[:8], recipe=recipe, dtype_policy="float32", log=lambda m: None
+        )
 
 
 def test_checkpoint_files_stay_small_and_a_cut_short_swap_is_completed(tmp_path):
