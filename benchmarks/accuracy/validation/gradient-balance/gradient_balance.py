@@ -88,9 +88,7 @@ def balanced_train_step(ratio):
         sup_norm = _global_norm([g for g, s in zip(g_sup, in_student) if s])
         vid_norm = _global_norm([g for g, s in zip(g_vid, in_student) if s])
         scale = ratio * sup_norm / (vid_norm + 1e-12)
-        gradients = [
-            a + (scale * b if s else b) for a, b, s in zip(g_sup, g_vid, in_student)
-        ]
+        gradients = [a + (scale * b if s else b) for a, b, s in zip(g_sup, g_vid, in_student)]
         flags, ok = guard.check(x, teacher_outputs, labels_ok, loss, gradients, optimizer)
         keras_vid.backend.tensorflow_trainer._apply_if(
             ok, optimizer, gradients, variables, guard.restore, saved
