@@ -1,6 +1,11 @@
 """Shared fixtures: tiny teacher/student models and backend-specific gradients."""
 
 import os
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
 
 # Tests check values, not speed: XLA's CPU backend at optimisation level 0
 # compiles 10-15x faster (building a tiny CNN on JAX: 29 s -> 2 s, most of it
@@ -11,11 +16,24 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
     ).strip()
 
+# JAX compiles every new model's training step, and many tests build the same
+# small models: a compilation cache shared by this run's processes (the xdist
+# workers and the tests' subprocesses inherit the variable) compiles each
+# distinct program once. Removed when the run ends; a cache the user set is kept.
+_JAX_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _JAX_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vid-jax-")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
 import keras  # noqa: E402
-import numpy as np
-import pytest
 
 BACKEND = keras.backend.backend()
+
+
+def pytest_unconfigure(config):
+    if _JAX_CACHE and not hasattr(config, "workerinput"):  # the controlling process
+        shutil.rmtree(_JAX_CACHE, ignore_errors=True)
 
 
 def pytest_report_header(config):

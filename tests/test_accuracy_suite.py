@@ -31,20 +31,25 @@ def _suite():
 
 
 def test_quick_suite_writes_every_method_with_one_set_of_vid_settings(tmp_path):
+    """Every method, plain and combined with KD, in one run: each run compiles
+    fresh models, which is most of a quick run's time."""
     if not os.path.exists(DATA):
         pytest.skip(f"{DATA} is not on this machine")
     suite = _suite()
     out, cache = str(tmp_path / "out"), str(tmp_path / "teachers")
+    methods = ",".join(suite.METHODS + suite.COMBINED_METHODS)
     argv = ["--quick", "--tasks", "digits-10,fmnist-cnn-to-mlp-100", "--seeds", "0"]
-    suite.main(argv + ["--output", out, "--cache-dir", cache])
+    argv += ["--methods", methods, "--output", out, "--cache-dir", cache]
+    suite.main(argv)
     with open(os.path.join(out, "results.json")) as f:
         results = json.load(f)
     assert [t["name"] for t in results["tasks"]] == ["digits-10", "fmnist-cnn-to-mlp-100"]
     settings = []
     digits, mlp = results["tasks"]
     # Attention transfer needs feature maps on both sides: the MLP student has none.
-    assert sorted(r["method"] for r in digits["runs"]) == sorted(suite.METHODS)
-    assert sorted(r["method"] for r in mlp["runs"]) == sorted(set(suite.METHODS) - {"at"})
+    every = set(suite.METHODS + suite.COMBINED_METHODS)
+    assert sorted(r["method"] for r in digits["runs"]) == sorted(every)
+    assert sorted(r["method"] for r in mlp["runs"]) == sorted(every - {"at", "kd+at"})
     assert "at_weight" not in mlp
     at = next(r for r in digits["runs"] if r["method"] == "at")
     assert digits["at_weight"] == at["at_settings"]["at_weight"] == suite.AT_WEIGHT
@@ -59,10 +64,17 @@ def test_quick_suite_writes_every_method_with_one_set_of_vid_settings(tmp_path):
     assert len(set(settings)) == 1  # one set of VID settings on every task
     assert json.loads(settings[0])["pairs"] == "auto"
     # The same command again resumes: nothing is re-run.
-    suite.main(argv + ["--output", out, "--cache-dir", cache])
+    suite.main(argv)
     with open(os.path.join(out, "results.json")) as f:
         again = json.load(f)
-    assert [len(t["runs"]) for t in again["tasks"]] == [6, 5]
+    assert [len(t["runs"]) for t in again["tasks"]] == [8, 6]
+    # KD with a feature method records that method's settings and KD's.
+    runs = {r["method"]: r for r in digits["runs"]}
+    assert runs["kd+at"]["at_settings"]["at_weight"] == digits["at_weight"]
+    assert "vid_settings" in runs["kd+fitnet"] and "at_settings" not in runs["kd+fitnet"]
+    assert runs["kd+fitnet"]["kd_temperature"] == digits["kd_temperature"]
+    with open(os.path.join(out, "results.md")) as f:
+        assert "| digits-10 | " in f.read().split("KD with each feature method")[1]
 
 
 def test_unlabelled_methods_train_a_first_phase_without_labels(tmp_path):
@@ -83,7 +95,7 @@ def test_unlabelled_methods_train_a_first_phase_without_labels(tmp_path):
 
 def test_kd_with_each_feature_method_adds_the_kd_term_to_that_method(tmp_path):
     """`kd+fitnet` and `kd+at` are FitNet's and AT's models with KD's weight
-    and temperature added; a task without map pairs skips `kd+at`."""
+    and temperature added (their runs: the quick-suite test above)."""
     suite = _suite()
     data = suite.load(suite.TASKS["digits-10"], quick=True)
     teacher = suite.TASKS["digits-10"].teacher(data, str(tmp_path / "teachers"), True)
@@ -99,18 +111,6 @@ def test_kd_with_each_feature_method_adds_the_kd_term_to_that_method(tmp_path):
             assert kwargs["vid_weight"] == 100.0
         else:
             assert all(not h.learn_variance and h.min_variance == 0.0 for h in heads)
-    out, cache = str(tmp_path / "out"), str(tmp_path / "teachers")
-    argv = ["--quick", "--tasks", "digits-10,fmnist-cnn-to-mlp-100", "--seeds", "0"]
-    suite.main(argv + ["--methods", "kd,kd+fitnet,kd+at", "--output", out, "--cache-dir", cache])
-    with open(os.path.join(out, "results.json")) as f:
-        digits, mlp = json.load(f)["tasks"]
-    runs = {r["method"]: r for r in digits["runs"]}
-    assert sorted(runs) == ["kd", "kd+at", "kd+fitnet"]
-    assert runs["kd+at"]["at_settings"]["at_weight"] == digits["at_weight"]
-    assert "vid_settings" in runs["kd+fitnet"] and "at_settings" not in runs["kd+fitnet"]
-    assert sorted(r["method"] for r in mlp["runs"]) == ["kd", "kd+fitnet"]
-    with open(os.path.join(out, "results.md")) as f:
-        assert "| digits-10 | " in f.read().split("KD with each feature method")[1]
 
 
 def test_at_pairs_keep_the_map_pairs_also_inside_a_nested_model():
