@@ -243,6 +243,46 @@ def test_airbench96_recipe_trains_and_resumes_with_its_lookahead(tmp_path):
         np.testing.assert_allclose(saved, average, rtol=1e-6)
 
 
+def test_a_run_stopped_inside_epochs_resumes_to_the_uninterrupted_teacher(tmp_path):
+    """Checkpoints every step and a spent time budget stop the residual recipe
+    (Lookahead, cutout) after each step; calling it again until it finishes
+    gives the teacher, Lookahead average and epoch losses of a run never
+    stopped, with each epoch's seconds counted once."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, size=(96, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, size=96)
+    small = {"widths": (8, 16, 16), "batch_size": 32, "whitening_images": 64, "epochs": 2}
+    recipe = dataclasses.replace(RECIPES["airbench96"], **small)
+    quiet = lambda m: None  # noqa: E731
+    whole = str(tmp_path / "whole.keras")
+    expected = train_fast_teacher(
+        whole, x, y, x[:8], y[:8], recipe=recipe, dtype_policy="float32", log=quiet
+    )
+    stopped = str(tmp_path / "stopped.keras")
+    calls, messages, record = 0, [], None
+    while record is None:
+        calls += 1
+        assert calls <= 6, "the run does not advance"
+        record = train_fast_teacher(
+            stopped, x, y, x[:8], y[:8], recipe=recipe, dtype_policy="float32",
+            log=messages.append, checkpoint_steps=1, time_budget_s=0,
+        )  # fmt: skip
+        if record is None:
+            assert not os.path.exists(stopped)  # no teacher before the last step
+    assert calls == 6  # 2 epochs of 3 steps, one step per call
+    assert any("after epoch 0/2 and step 2/3 of the next" in m for m in messages)
+    assert any("after epoch 1/2 and step 1/3 of the next" in m for m in messages)
+    assert len(record["epoch_seconds"]) == 2
+    for got, want in zip(record["history"], expected["history"]):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-4)
+    a = keras.saving.load_model(whole, compile=False)
+    b = keras.saving.load_model(stopped, compile=False)
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_allclose(to_numpy(wb), to_numpy(wa), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="Received: checkpoint_steps=0"):
+        train_fast_teacher(stopped, x, y, x[:8], y[:8], recipe=recipe, checkpoint_steps=0)
+
+
 def test_airbench_stage_ends_pair_with_a_small_student():
     teacher = airbench((8, 16, 16))
     names = [layer.name for layer in teacher.layers]

@@ -253,6 +253,8 @@ def train_fast_teacher(
     dtype_policy="auto",
     progress_images=None,
     log=print,
+    checkpoint_steps=None,
+    time_budget_s=None,
 ):
     """Train (or resume) an airbench teacher and save it to `output` (.keras).
 
@@ -265,7 +267,21 @@ def train_fast_teacher(
     is recorded, so a run resumed on another machine may change it. Returns the
     record written to `<output>.json`: test accuracy on all test images
     (single view and with TTA), epochs, wall time, seconds per epoch.
+
+    `checkpoint_steps` also checkpoints every that many steps inside an epoch,
+    so a stopped run loses at most that many (an epoch of airbench96 is 40
+    minutes on a 2-core AVX2 CPU). `time_budget_s` stops the run at the first
+    checkpoint after that many seconds of training and returns None; the same
+    call continues it. A resumed run takes the same steps on the same images
+    as one that was never stopped.
     """
+    if checkpoint_steps is not None and checkpoint_steps < 1:
+        raise ValueError(
+            f"`checkpoint_steps` must be a positive number of steps or None. "
+            f"Received: checkpoint_steps={checkpoint_steps}"
+        )
+    if time_budget_s is not None and time_budget_s < 0:
+        raise ValueError(f"`time_budget_s` must be >= 0. Received: time_budget_s={time_budget_s}")
     recipe = recipe or AirbenchRecipe()
     progress_path = os.path.join(checkpoint_dir(output), "progress.json")
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
@@ -294,14 +310,19 @@ def train_fast_teacher(
                 )
             model = load_checkpoint(output, recipe, num_classes, input_shape, total_steps)
             step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-            if step != progress["epochs_done"] * steps_per_epoch:
+            in_epoch = progress.get("partial_epoch", {}).get("steps", 0)
+            if step != progress["epochs_done"] * steps_per_epoch + in_epoch:
                 raise ValueError(
                     f"{checkpoint_dir(output)}'s optimizer is at step {step}, but "
                     f"{progress_path} records "
-                    f"{progress['epochs_done']} epochs of {steps_per_epoch} steps: the "
-                    "checkpoint files are from different epochs. Restore them together."
+                    f"{progress['epochs_done']} epochs of {steps_per_epoch} steps and "
+                    f"{in_epoch} more: the checkpoint files are from different "
+                    "checkpoints. Restore them together."
                 )
-            log(f"resuming {output} after epoch {progress['epochs_done']}/{recipe.epochs}")
+            within = f" and step {in_epoch}/{steps_per_epoch} of the next" if in_epoch else ""
+            log(
+                f"resuming {output} after epoch {progress['epochs_done']}/{recipe.epochs}" + within
+            )
         else:
             keras.utils.set_random_seed(recipe.seed)
             model = _compiled(recipe, num_classes, input_shape, total_steps)
@@ -313,17 +334,19 @@ def train_fast_teacher(
         targets = keras.ops.convert_to_numpy(keras.ops.one_hot(train_labels, num_classes))
         fill = train_images.reshape(-1, train_images.shape[-1]).mean(axis=0)
         lookahead = Lookahead(model, total_steps) if recipe.lookahead else None
-        if lookahead and progress["epochs_done"]:
+        if lookahead and saved is not None:
             lookahead.restore(load_lookahead_state(output))
         watched = np.random.default_rng(1).permutation(len(test_images))[:progress_images]
+        began = time.time()
         for epoch in range(progress["epochs_done"], recipe.epochs):
             start = time.time()
             images = epoch_images(
                 train_images, epoch, recipe.translate, recipe.seed, recipe.cutout, fill
             )
             order = np.random.default_rng([recipe.seed, epoch, 1]).permutation(len(images))
-            sums = {}
-            for batch in range(steps_per_epoch):
+            partial = progress.pop("partial_epoch", {"steps": 0, "sums": {}, "seconds": 0.0})
+            sums = partial["sums"]
+            for batch in range(partial["steps"], steps_per_epoch):
                 rows = order[batch * recipe.batch_size : (batch + 1) * recipe.batch_size]
                 batch_logs = model.train_on_batch(
                     images[rows].astype("float32"), targets[rows], return_dict=True
@@ -332,7 +355,23 @@ def train_fast_teacher(
                     sums[key] = sums.get(key, 0.0) + float(value) * len(rows)
                 if lookahead:
                     lookahead.after_step(epoch * steps_per_epoch + batch + 1)
-            seconds = time.time() - start
+                done = batch + 1
+                if checkpoint_steps and done % checkpoint_steps == 0 and done < steps_per_epoch:
+                    progress["partial_epoch"] = {
+                        "steps": done,
+                        "sums": sums,
+                        "seconds": partial["seconds"] + time.time() - start,
+                    }
+                    save_checkpoint(output, model, progress, lookahead)
+                    del progress["partial_epoch"]
+                    if time_budget_s is not None and time.time() - began >= time_budget_s:
+                        log(
+                            f"stopped after step {done}/{steps_per_epoch} of epoch "
+                            f"{epoch + 1}/{recipe.epochs} (time budget spent); the same "
+                            "command continues from there"
+                        )
+                        return None
+            seconds = partial["seconds"] + time.time() - start
             test = accuracy(model, test_images[watched], test_labels[watched])
             logs = {k: v / len(images) for k, v in sums.items()}
             progress["epochs_done"] = epoch + 1
@@ -349,6 +388,10 @@ def train_fast_teacher(
                 f"images ({seconds:.0f} s, "
                 f"{len(images) / seconds:.0f} images/s)"
             )
+            spent = time_budget_s is not None and time.time() - began >= time_budget_s
+            if spent and epoch + 1 < recipe.epochs:
+                log("stopped: time budget spent; the same command continues from here")
+                return None
     finally:
         keras.config.set_dtype_policy(previous_policy)
     teacher = _float32_copy(model, recipe, num_classes, input_shape)
@@ -413,6 +456,19 @@ def main(argv=None):
         "magnitude slower on AVX2-only CPUs)",
     )
     p.add_argument(
+        "--checkpoint-steps",
+        type=int,
+        default=None,
+        help="also checkpoint every N steps inside an epoch (a stopped run loses at most N)",
+    )
+    p.add_argument(
+        "--stop-after-minutes",
+        type=float,
+        default=None,
+        help="stop at the first checkpoint after this much training; the same command "
+        "continues (for runs that span sessions or machines)",
+    )
+    p.add_argument(
         "--progress-images",
         type=int,
         default=None,
@@ -444,6 +500,8 @@ def main(argv=None):
         recipe=recipe,
         dtype_policy=args.dtype_policy,
         progress_images=args.progress_images,
+        checkpoint_steps=args.checkpoint_steps,
+        time_budget_s=None if args.stop_after_minutes is None else 60 * args.stop_after_minutes,
     )
 
 
