@@ -338,6 +338,10 @@ def train_fast_teacher(
             lookahead.restore(load_lookahead_state(output))
         watched = np.random.default_rng(1).permutation(len(test_images))[:progress_images]
         began = time.time()
+
+        def out_of_time():
+            return time_budget_s is not None and time.time() - began >= time_budget_s
+
         for epoch in range(progress["epochs_done"], recipe.epochs):
             start = time.time()
             images = epoch_images(
@@ -364,7 +368,7 @@ def train_fast_teacher(
                     }
                     save_checkpoint(output, model, progress, lookahead)
                     del progress["partial_epoch"]
-                    if time_budget_s is not None and time.time() - began >= time_budget_s:
+                    if out_of_time():
                         log(
                             f"stopped after step {done}/{steps_per_epoch} of epoch "
                             f"{epoch + 1}/{recipe.epochs} (time budget spent); the same "
@@ -388,8 +392,7 @@ def train_fast_teacher(
                 f"images ({seconds:.0f} s, "
                 f"{len(images) / seconds:.0f} images/s)"
             )
-            spent = time_budget_s is not None and time.time() - began >= time_budget_s
-            if spent and epoch + 1 < recipe.epochs:
+            if out_of_time() and epoch + 1 < recipe.epochs:
                 log("stopped: time budget spent; the same command continues from here")
                 return None
     finally:
