@@ -102,8 +102,9 @@ def test_non_finite_teacher_feature_names_the_pair():
     assert count == 2
     # [input, labels, teacher logits, pair 0, pair 1, pair 2, loss/gradients]
     assert flags[:2] == [0, 0] and flags[3] == 0 and flags[4] == 1
-    assert len(messages) == 1  # one report per epoch
+    assert len(messages) == 2  # one report per epoch, and the stop: no step trained
     assert messages[0].startswith("vid_distiller: 2 training step(s) skipped in epoch 1")
+    assert "every step of epoch 1 (2) was skipped" in messages[1]
     assert "pair 1 ('s_g2' ← 't_g2') contains NaN or Inf" in messages[0]
     assert "pair 0" not in messages[0] and "input batch" not in messages[0]
 
@@ -149,6 +150,39 @@ def test_monitor_actions(action):
             )
         assert len(history.history["loss"]) == 1 and distiller.stop_training
     assert guard_record(distiller)[0] == 1
+
+
+def test_an_epoch_with_every_step_skipped_stops_training_and_names_the_terms():
+    """Weights that make a VID term overflow skip every step: the run stops
+    after the first such epoch instead of skipping on, and says which term."""
+    x, y = batches(16)
+    distiller = fresh_distiller()
+    head = distiller.heads[0]
+    for weight in head.trainable_weights:
+        if "kernel" in weight.path:
+            weight.assign(np.full(weight.shape, 1e20, "float32"))
+    before = state(distiller)
+    history, messages = fit_recording_warnings(distiller, x, y, batch_size=8, epochs=4)
+
+    assert len(history.history["loss"]) == 1 and distiller.stop_training
+    assert_same_state(before, state(distiller))
+    assert guard_record(distiller)[0] == 2
+    stops = [m for m in messages if "every step of epoch 1 (2) was skipped" in m]
+    assert len(stops) == 1
+    assert "Not finite in the epoch's logs: loss, vid_0." in stops[0]
+    assert "vid_1" not in stops[0] and "task_loss" not in stops[0]
+
+
+def test_an_epoch_with_some_steps_trained_goes_on():
+    x, y = batches(16)
+    x[1, 0, 0, 0] = np.nan  # the first of each epoch's two batches
+    distiller = fresh_distiller()
+    history, messages = fit_recording_warnings(
+        distiller, x, y, batch_size=8, epochs=3, shuffle=False
+    )
+    assert len(history.history["loss"]) == 3 and not distiller.stop_training
+    assert guard_record(distiller)[0] == 3
+    assert not any("every step" in m for m in messages)
 
 
 def test_warning_monitor_is_async_safe_and_the_others_are_not():

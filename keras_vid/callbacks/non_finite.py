@@ -35,6 +35,14 @@ class NonFiniteMonitor(keras.callbacks.Callback):
     (non-finite gradients). With `"stop"` and `"raise"` it reports at the
     first non-finite batch, as it happens.
 
+    Whatever the action, an epoch in which every step was skipped (at
+    least two) stops training with a warning: no update was applied, so
+    the next epoch would start from the same weights and, when the weights
+    themselves make the loss overflow (a distillation term that grew
+    until it was infinite: `vid_weight` or the learning rate too high for
+    the model), skip every step again. The warning names the logged terms
+    that were not finite.
+
     Args:
         action: `"warn"` (a `RuntimeWarning` per epoch with skipped steps;
             training goes on with the bad steps skipped), `"stop"` (warn
@@ -60,6 +68,7 @@ class NonFiniteMonitor(keras.callbacks.Callback):
         self._seen = 0
         self._epoch_start = 0
         self._first_bad_batch = None
+        self._iterations = 0
 
     @property
     def async_safe(self):
@@ -70,8 +79,13 @@ class NonFiniteMonitor(keras.callbacks.Callback):
     def _skipped(self):
         return _read(self.model.step_guard.skipped_steps)
 
+    def _trained_steps(self):
+        return _read(self.model.optimizer.iterations)
+
     def on_train_begin(self, logs=None):
+        sync_trainer_state(self.model)
         self._seen = self._skipped()
+        self._iterations = self._trained_steps()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -92,12 +106,35 @@ class NonFiniteMonitor(keras.callbacks.Callback):
         if self.action != "warn" and self._first_bad_batch is not None:
             return  # reported as it happened
         sync_trainer_state(self.model)
-        if self._skipped() > self._epoch_start or self._first_bad_batch is not None:
+        skipped = self._skipped() - self._epoch_start
+        trained = self._trained_steps() - self._iterations
+        self._iterations += trained
+        if skipped > 0 or self._first_bad_batch is not None:
             where = f"in epoch {epoch + 1}"
             if self._first_bad_batch is not None:
                 batch = self._first_bad_batch + 1
                 where += f" (the loss first turned non-finite at batch {batch})"
             self._report(where)
+        if skipped >= 2 and trained == 0:
+            self._stop_dead_run(epoch, skipped, logs)
+
+    def _stop_dead_run(self, epoch, skipped, logs):
+        bad = [
+            key
+            for key, value in (logs or {}).items()
+            if np.size(value) == 1 and not math.isfinite(float(np.asarray(value)))
+        ]
+        terms = f" Not finite in the epoch's logs: {', '.join(bad)}." if bad else ""
+        warnings.warn(
+            f"{self.model.name}: every step of epoch {epoch + 1} ({skipped}) was skipped, "
+            "so no weight changed; training stopped, as the next epoch would start from "
+            f"the same weights.{terms} A distillation term that grew until it overflowed "
+            "means its weight (`vid_weight`) or the learning rate is too high for this "
+            "model; a non-finite input or teacher feature is named in the warning above.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        self.model.stop_training = True
 
     def _report(self, where):
         sync_trainer_state(self.model)
