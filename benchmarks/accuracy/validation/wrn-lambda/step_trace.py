@@ -31,6 +31,8 @@ model.fit(x[:128], y[:128], batch_size=128, epochs=1, verbose=0)  # calibrates, 
 for step in range(40):
     batch = np.random.default_rng(step).choice(len(y), task.batch_size, replace=False)
     logs = model.train_on_batch(x[batch], y[batch], return_dict=True)
-    largest = max(float(np.max(np.abs(keras.ops.convert_to_numpy(v)))) for v in student.trainable_variables)
+    largest = max(
+        float(np.max(np.abs(keras.ops.convert_to_numpy(v)))) for v in student.trainable_variables
+    )
     terms = " ".join(f"{k} {float(v):.3g}" for k, v in logs.items())
     print(f"step {step + 1:2d}: {terms}; largest student weight {largest:.3g}", flush=True)
