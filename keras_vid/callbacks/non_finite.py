@@ -35,8 +35,9 @@ class NonFiniteMonitor(keras.callbacks.Callback):
     (non-finite gradients). With `"stop"` and `"raise"` it reports at the
     first non-finite batch, as it happens.
 
-    Whatever the action, an epoch in which every step was skipped (at
-    least two) stops training with a warning: no update was applied, so
+    With `"warn"`, an epoch in which every step was skipped (at least two)
+    also stops training, with a warning (the other actions stop at the
+    first bad batch): no update was applied, so
     the next epoch would start from the same weights and, when the weights
     themselves make the loss overflow (a distillation term that grew
     until it was infinite: `vid_weight` or the learning rate too high for
@@ -96,7 +97,7 @@ class NonFiniteMonitor(keras.callbacks.Callback):
         if self._first_bad_batch is not None or not logs:
             return
         loss = logs.get("loss")
-        if loss is None or math.isfinite(float(np.asarray(loss))):
+        if loss is None or _finite(loss):
             return
         self._first_bad_batch = batch
         if self.action != "warn":
@@ -107,8 +108,8 @@ class NonFiniteMonitor(keras.callbacks.Callback):
             return  # reported as it happened
         sync_trainer_state(self.model)
         skipped = self._skipped() - self._epoch_start
-        trained = self._trained_steps() - self._iterations
-        self._iterations += trained
+        iterations = self._trained_steps()
+        trained, self._iterations = iterations - self._iterations, iterations
         if skipped > 0 or self._first_bad_batch is not None:
             where = f"in epoch {epoch + 1}"
             if self._first_bad_batch is not None:
@@ -119,11 +120,7 @@ class NonFiniteMonitor(keras.callbacks.Callback):
             self._stop_dead_run(epoch, skipped, logs)
 
     def _stop_dead_run(self, epoch, skipped, logs):
-        bad = [
-            key
-            for key, value in (logs or {}).items()
-            if np.size(value) == 1 and not math.isfinite(float(np.asarray(value)))
-        ]
+        bad = [k for k, v in (logs or {}).items() if np.size(v) == 1 and not _finite(v)]
         terms = f" Not finite in the epoch's logs: {', '.join(bad)}." if bad else ""
         warnings.warn(
             f"{self.model.name}: every step of epoch {epoch + 1} ({skipped}) was skipped, "
@@ -162,6 +159,11 @@ class NonFiniteMonitor(keras.callbacks.Callback):
         warnings.warn(message, RuntimeWarning, stacklevel=2)
         if self.action == "stop":
             self.model.stop_training = True
+
+
+def _finite(value):
+    """Whether a logged scalar (a float, a NumPy or backend scalar) is finite."""
+    return math.isfinite(float(np.asarray(value)))
 
 
 def _read(variable):
